@@ -1,0 +1,342 @@
+"""DrQ-v2 (Yarats et al. 2021), as in facebookresearch/drqv2 at c0c650b — REFERENCE.md §1.
+
+One file, top to bottom: encoder, actor, critic, then the agent with ``act`` and ``update``.
+Differences from the reference, all opt-in: ``obs_type="states"`` (no conv encoder),
+``bf16`` autocast, ``channels_last`` memory format, and the regularizer / phase-listener seams
+that the plasticity tooling plugs into.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rlplastic.augment import NoAug
+from rlplastic.replay import Batch
+from rlplastic.utils import TruncatedNormal, schedule, soft_update_params, validate_schedule, weight_init
+
+OBS_TYPES = ("pixels", "states")
+
+
+class Regularizer(Protocol):
+    """Anything that adds a loss term for a named module (``encoder``, ``actor``, ``critic``)."""
+
+    def extra_loss(self, module_name: str) -> torch.Tensor | None: ...
+
+
+class Encoder(nn.Module):
+    """Four 3×3 convs (32 channels, strides 2,1,1,1, ReLU): 9×84×84 → 32·35·35 = 39,200 features."""
+
+    def __init__(self, obs_shape: Sequence[int]) -> None:
+        super().__init__()
+        channels, height, width = obs_shape
+        self.convnet = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+        )  # fmt: skip
+        side = lambda n: (n - 3) // 2 + 1 - 6  # noqa: E731 - one stride-2 conv then three stride-1
+        self.repr_dim = 32 * side(height) * side(width)
+        self.apply(weight_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs / 255.0 - 0.5
+        return self.convnet(obs).flatten(1)
+
+
+class StateEncoder(nn.Identity):
+    """The states mode's "encoder": features are the proprioceptive vector itself."""
+
+    def __init__(self, obs_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.repr_dim = int(obs_shape[0])
+
+
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )  # fmt: skip
+
+
+def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+class Actor(nn.Module):
+    """Trunk (Linear→LN→Tanh) and a 2-hidden-layer ReLU policy; the mean is ``tanh`` of its output."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.trunk = _trunk(repr_dim, feature_dim)
+        self.policy = _mlp(feature_dim, hidden_dim, action_dim)
+        self.apply(weight_init)
+
+    def forward(self, features: torch.Tensor, std: float) -> TruncatedNormal:
+        mu = torch.tanh(self.policy(self.trunk(features)))
+        return TruncatedNormal(mu, torch.full_like(mu, std))
+
+
+class Critic(nn.Module):
+    """Its own trunk and twin Q heads on ``[trunk(features), action]``."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.trunk = _trunk(repr_dim, feature_dim)
+        self.Q1 = _mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.Q2 = _mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.apply(weight_init)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h_action = torch.cat([self.trunk(features), action], dim=-1)
+        return self.Q1(h_action), self.Q2(h_action)
+
+
+class DrQV2Agent:
+    """The DrQ-v2 actor-critic, implementing the agent protocol of DESIGN.md.
+
+    Args:
+        obs_shape: (C, H, W) of a stacked pixel observation, or (D,) for states.
+        action_shape: shape of the action vector (actions live in [-1, 1]).
+        device: torch device for the networks and the update.
+        lr: Adam learning rate of the encoder, actor and critic optimizers.
+        feature_dim: width of the Linear→LayerNorm→Tanh trunks.
+        hidden_dim: width of the actor's and critic's hidden ReLU layers.
+        critic_target_tau: Polyak coefficient of the target-critic update (every update).
+        num_expl_steps: agent steps during which acting draws uniform actions.
+        stddev_schedule: exploration std schedule in agent steps, e.g. ``linear(1.0,0.1,500000)``.
+        stddev_clip: bound on the policy noise inside the update.
+        obs_type: ``pixels`` (conv encoder) or ``states`` (identity encoder).
+        augmentation: module applied independently to ``obs`` and ``next_obs`` in each update.
+        bf16: run the forward passes of ``update`` under bfloat16 autocast.
+        channels_last: keep the encoder and its input in channels-last memory format.
+        regularizers: objects whose ``extra_loss(module_name)`` is added to that module's loss.
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        action_shape: Sequence[int],
+        device: str | torch.device = "cpu",
+        lr: float = 1e-4,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+        critic_target_tau: float = 0.01,
+        num_expl_steps: int = 2000,
+        stddev_schedule: str | float = "linear(1.0,0.1,500000)",
+        stddev_clip: float = 0.3,
+        obs_type: str = "pixels",
+        augmentation: nn.Module | None = None,
+        bf16: bool = False,
+        channels_last: bool = False,
+        regularizers: Sequence[Regularizer] = (),
+    ) -> None:
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"obs_type={obs_type!r} is not supported: allowed are {list(OBS_TYPES)}")
+        for name, value in (("lr", lr), ("feature_dim", feature_dim), ("hidden_dim", hidden_dim)):
+            if value <= 0:
+                raise ValueError(f"{name}={value} must be > 0")
+        if not 0.0 < critic_target_tau <= 1.0:
+            raise ValueError(f"critic_target_tau={critic_target_tau} must be in (0, 1]")
+        if stddev_clip <= 0:
+            raise ValueError(f"stddev_clip={stddev_clip} must be > 0")
+        validate_schedule(stddev_schedule)
+        if obs_type == "states" and augmentation is not None and not isinstance(augmentation, NoAug):
+            raise ValueError(f"augmentation {type(augmentation).__name__} needs obs_type='pixels'; states take none")
+
+        self.device = torch.device(device)
+        self.obs_type = obs_type
+        self.critic_target_tau = critic_target_tau
+        self.num_expl_steps = num_expl_steps
+        self.stddev_schedule = stddev_schedule
+        self.stddev_clip = stddev_clip
+        self.bf16 = bf16
+        self.channels_last = channels_last and obs_type == "pixels"
+        self.regularizers = list(regularizers)
+        self._phase_listeners: list[Callable[[str, bool], None]] = []
+
+        encoder_cls = Encoder if obs_type == "pixels" else StateEncoder
+        self.encoder = encoder_cls(obs_shape).to(self.device)
+        if self.channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        action_dim = int(np.prod(action_shape))
+        self.actor = Actor(self.encoder.repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
+        self.critic = Critic(self.encoder.repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.aug = augmentation if augmentation is not None else NoAug()
+
+        # The states encoder has no parameters, so it gets no optimizer (DrQ-v2 has three).
+        self._optimizers = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=lr),
+            "critic": torch.optim.Adam(self.critic.parameters(), lr=lr),
+        }
+        if any(True for _ in self.encoder.parameters()):
+            self._optimizers["encoder"] = torch.optim.Adam(self.encoder.parameters(), lr=lr)
+        self.train()
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def train(self, training: bool = True) -> None:
+        """Set train/eval mode of the online networks (the target critic always stays in train mode)."""
+        for module in (self.encoder, self.actor, self.critic, self.critic_target):
+            module.train(training)
+
+    def named_modules_for_monitor(self) -> dict[str, nn.Module]:
+        """The modules whose plasticity is measured."""
+        return {"encoder": self.encoder, "actor": self.actor, "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers by the name of the module they train."""
+        return dict(self._optimizers)
+
+    def add_phase_listener(self, listener: Callable[[str, bool], None]) -> None:
+        """Call ``listener(phase, active)`` around the loss forwards (``critic_update``, ``actor_update``).
+
+        The monitor uses this to count activations only in the forward pass that produces a loss,
+        as the released Adaptive-RR code does, without a second forward.
+        """
+        self._phase_listeners.append(listener)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, target critic and optimizer states."""
+        state = {name: getattr(self, name).state_dict() for name in ("encoder", "actor", "critic", "critic_target")}
+        state["optimizers"] = {name: opt.state_dict() for name, opt in self._optimizers.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        for name in ("encoder", "actor", "critic", "critic_target"):
+            getattr(self, name).load_state_dict(state[name])
+        for name, opt in self._optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
+        """Mean action in eval mode; otherwise a sample, uniform during the first ``num_expl_steps``."""
+        obs_t = self._prepare_obs(torch.as_tensor(obs, device=self.device).unsqueeze(0))
+        dist = self.actor(self.encoder(obs_t), schedule(self.stddev_schedule, step))
+        if eval_mode:
+            action = dist.mean
+        else:
+            action = dist.sample(clip=None)
+            if step < self.num_expl_steps:
+                action.uniform_(-1.0, 1.0)
+        return action.float().cpu().numpy()[0]
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """One DrQ-v2 update: critic (and encoder), then actor, then the target critic.
+
+        Returns detached on-device scalars; reading them is left to the logger (no host sync here).
+        """
+        obs = self._prepare_obs(batch.obs)
+        next_obs = self._prepare_obs(batch.next_obs)
+        if self.obs_type == "pixels":
+            # Two independent draws, as in the reference. An integer shift of uint8 pixels equals the
+            # shift of their float copy, and moves a quarter of the bytes.
+            obs, next_obs = self.aug(obs), self.aug(next_obs)
+        obs, next_obs = obs.float(), next_obs.float()
+        with self._phase("critic_update"), self._autocast():
+            features = self.encoder(obs)
+        with torch.no_grad(), self._autocast():
+            next_features = self.encoder(next_obs)
+
+        metrics = {"batch_reward": batch.reward.mean().detach()}
+        metrics.update(self._update_critic(features, batch, next_features, step))
+        metrics.update(self._update_actor(features.detach(), step))
+        soft_update_params(self.critic, self.critic_target, self.critic_target_tau)
+        return metrics
+
+    def td_target(
+        self, next_features: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """TD target ``r + γⁿ · min(Q1', Q2')(s', a')`` with ``a' ~ π(s')`` and clipped noise."""
+        with torch.no_grad(), self._autocast():
+            dist = self.actor(next_features, schedule(self.stddev_schedule, step))
+            next_action = dist.sample(clip=self.stddev_clip)
+            target_q1, target_q2 = self.critic_target(next_features, next_action)
+            return (reward + discount * torch.min(target_q1, target_q2)).float()
+
+    def _update_critic(
+        self, features: torch.Tensor, batch: Batch, next_features: torch.Tensor, step: int
+    ) -> dict[str, torch.Tensor]:
+        target_q = self.td_target(next_features, batch.reward, batch.discount, step)
+        with self._phase("critic_update"), self._autocast():
+            q1, q2 = self.critic(features, batch.action)
+        q1, q2 = q1.float(), q2.float()
+        loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        loss = loss + self._extra_loss("critic") + self._extra_loss("encoder")
+
+        for name in ("encoder", "critic"):
+            if name in self._optimizers:
+                self._optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizers["critic"].step()
+        if "encoder" in self._optimizers:
+            self._optimizers["encoder"].step()
+        return {
+            "critic_loss": loss.detach(),
+            "critic_q1": q1.mean().detach(),
+            "critic_q2": q2.mean().detach(),
+            "critic_target_q": target_q.mean(),
+        }
+
+    def _update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        with self._phase("actor_update"), self._autocast():
+            dist = self.actor(features, schedule(self.stddev_schedule, step))
+        action = dist.sample(clip=self.stddev_clip)
+        log_prob = dist.log_prob(action).sum(-1, keepdim=True)
+        with self._autocast():
+            q1, q2 = self.critic(features, action)
+        loss = -torch.min(q1, q2).float().mean() + self._extra_loss("actor")
+
+        self._optimizers["actor"].zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizers["actor"].step()
+        return {
+            "actor_loss": loss.detach(),
+            "actor_logprob": log_prob.mean().detach(),
+            "actor_ent": dist.entropy().sum(dim=-1).mean().detach(),
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _prepare_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return obs.contiguous(memory_format=torch.channels_last)
+        return obs
+
+    def _autocast(self) -> Any:
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        for listener in self._phase_listeners:
+            listener(name, True)
+        try:
+            yield
+        finally:
+            for listener in self._phase_listeners:
+                listener(name, False)
+
+    def _extra_loss(self, module_name: str) -> torch.Tensor | float:
+        total: torch.Tensor | float = 0.0
+        for regularizer in self.regularizers:
+            term = regularizer.extra_loss(module_name)
+            if term is not None:
+                total = total + term
+        return total

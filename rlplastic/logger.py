@@ -1,0 +1,183 @@
+"""TensorBoard and CSV sinks sharing one tag namespace, with the x-axis in environment frames.
+
+Tag namespaces (DESIGN.md): ``train/…``, ``eval/…``, ``time/…``, ``plasticity/<module>/…``,
+``rr/…``, ``events/…``. The CSV sink is long-format (``frame,tag,value``) so any tag, present or
+future, lands in the same file and tools can read every run the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CSV_NAME = "scalars.csv"
+TB_DIR = "tb"
+VIDEO_DIR = "videos"
+
+
+def _to_floats(values: Mapping[str, float | int | torch.Tensor]) -> dict[str, float]:
+    """Convert scalars to floats with a single host sync for all tensors."""
+    tensor_keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if tensor_keys:
+        stacked = torch.stack([values[k].detach().float().reshape(()) for k in tensor_keys])
+        out.update(zip(tensor_keys, stacked.cpu().tolist(), strict=True))
+    return out
+
+
+class RunningMeans:
+    """Sums per-update metrics on their device and hands back the means at log time.
+
+    Adding is device arithmetic only, so calling :meth:`add` every update costs no host sync.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor | float] = {}
+        self._count = 0
+
+    def add(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            self._sums[key] = self._sums[key] + value if key in self._sums else value
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open window, so a resumed run logs the same means as an uninterrupted one."""
+        return {"sums": dict(self._sums), "count": self._count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._sums, self._count = dict(state["sums"]), int(state["count"])
+
+    def pop_means(self) -> dict[str, float | torch.Tensor]:
+        """Means since the last call (still on device), then reset."""
+        means = {key: total / self._count for key, total in self._sums.items()} if self._count else {}
+        self._sums, self._count = {}, 0
+        return means
+
+
+class Logger:
+    """Writes scalars to TensorBoard (``run_dir/tb``) and ``run_dir/scalars.csv``, videos to ``run_dir/videos``.
+
+    Args:
+        run_dir: the run directory.
+        use_tb: write TensorBoard event files.
+        use_csv: write the long-format CSV.
+        resume: the :meth:`position` stored in the checkpoint being resumed. Whatever the
+            interrupted process logged after it is discarded (TensorBoard ``purge_step`` at that
+            frame, the CSV cut back to that byte), so a resumed run's logs equal an uninterrupted
+            run's.
+    """
+
+    def __init__(
+        self, run_dir: str | Path, use_tb: bool = True, use_csv: bool = True, resume: Mapping[str, int] | None = None
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if use_tb:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge_step = None if resume is None else int(resume["frame"])
+            self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge_step)
+        self._csv_file = None
+        if use_csv:
+            path = self.run_dir / CSV_NAME
+            if resume is not None and path.exists():
+                # Rows after the checkpoint may be torn by a SIGKILL: cut at the byte, not by parsing.
+                os.truncate(path, min(int(resume["csv_bytes"]), path.stat().st_size))
+            new = not path.exists() or path.stat().st_size == 0
+            self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run
+            self._csv = csv.writer(self._csv_file)
+            if new:
+                self._csv.writerow(["frame", "tag", "value"])
+        self.last_values: dict[str, float] = {}
+
+    @property
+    def tb_writer(self) -> Any:
+        """The underlying ``SummaryWriter`` (``None`` when TensorBoard is off), e.g. for layouts."""
+        return self._tb
+
+    def scalars(self, values: Mapping[str, float | int | torch.Tensor], frame: int) -> dict[str, float]:
+        """Log scalars at ``frame``; tensors are read here, in one sync. Returns the floats written."""
+        floats = _to_floats(values)
+        for tag, value in floats.items():
+            if self._tb is not None:
+                self._tb.add_scalar(tag, value, frame)
+            if self._csv_file is not None:
+                self._csv.writerow([frame, tag, repr(value)])
+        self.last_values.update(floats)
+        return floats
+
+    def video(self, tag: str, frames: np.ndarray, frame: int, fps: int = 30) -> Path | None:
+        """Save ``frames`` (T, H, W, 3 uint8) as ``videos/<tag>_<frame>.mp4``, and to TensorBoard when it can.
+
+        TensorBoard's ``add_video`` silently writes nothing with moviepy ≥ 2 (REFERENCE.md §5), so it
+        is used only when a moviepy < 2 is importable. Returns the mp4 path, or ``None`` if no
+        encoder is available.
+        """
+        path = None
+        try:
+            import imageio.v2 as imageio
+
+            (self.run_dir / VIDEO_DIR).mkdir(exist_ok=True)
+            path = self.run_dir / VIDEO_DIR / f"{tag.replace('/', '_')}_{frame}.mp4"
+            imageio.mimwrite(path, list(frames), fps=fps, macro_block_size=1)
+        except (ImportError, RuntimeError, OSError):
+            path = None
+        if self._tb is not None and _moviepy_works_with_tensorboard():
+            video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).unsqueeze(0)
+            self._tb.add_video(tag, video, frame, fps=fps)
+        return path
+
+    def position(self, frame: int) -> dict[str, int]:
+        """Where the logs stand at a checkpoint taken at ``frame`` (nothing logged at ``frame`` yet).
+
+        Flushes both sinks; pass the result back as ``resume`` when resuming.
+        """
+        self.flush()
+        csv_bytes = self._csv_file.tell() if self._csv_file is not None else 0
+        return {"frame": int(frame), "csv_bytes": csv_bytes}
+
+    def flush(self) -> None:
+        """Push buffered rows and events to disk (called before every checkpoint)."""
+        if self._tb is not None:
+            self._tb.flush()
+        if self._csv_file is not None:
+            self._csv_file.flush()
+            os.fsync(self._csv_file.fileno())
+
+    def close(self) -> None:
+        self.flush()
+        if self._tb is not None:
+            self._tb.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
+
+
+def _moviepy_works_with_tensorboard() -> bool:
+    if importlib.util.find_spec("moviepy") is None:
+        return False
+    from importlib.metadata import version
+
+    return int(version("moviepy").split(".")[0]) < 2
+
+
+def read_scalars_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Read a run's ``scalars.csv`` into ``{tag: [(frame, value), ...]}`` in logged order."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for frame, tag, value in reader:
+            series.setdefault(tag, []).append((int(frame), float(value)))
+    return series

@@ -1,0 +1,68 @@
+"""Plasticity monitor: activation hooks and metric building blocks.
+
+Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
+rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
+Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`,
+:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted.
+"""
+
+from rlplastic.monitor.activity import (
+    dormant_mask,
+    dormant_ratio,
+    dormant_ratio_over_layers,
+    dormant_scores,
+    fau,
+    fau_over_layers,
+)
+from rlplastic.monitor.collapse import bin_values, neural_collapse, quantile_bins
+from rlplastic.monitor.curvature import (
+    hessian_top_eigenvalue,
+    hutchinson_trace,
+    last_layer_curvature,
+    last_layer_hessian,
+    last_layer_spectrum,
+    sharpness,
+    spectrum_srank,
+    spectrum_top,
+)
+from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.rank import (
+    effective_rank,
+    feature_norm,
+    grad_norm,
+    param_distance,
+    singular_values,
+    snapshot_params,
+    srank,
+    weight_rms,
+)
+
+__all__ = [
+    "ActivationCapture",
+    "bin_values",
+    "dormant_mask",
+    "dormant_ratio",
+    "dormant_ratio_over_layers",
+    "dormant_scores",
+    "effective_rank",
+    "fau",
+    "fau_over_layers",
+    "feature_norm",
+    "grad_norm",
+    "hessian_top_eigenvalue",
+    "hutchinson_trace",
+    "last_layer_curvature",
+    "last_layer_hessian",
+    "last_layer_spectrum",
+    "neural_collapse",
+    "param_distance",
+    "quantile_bins",
+    "relu_layers",
+    "sharpness",
+    "singular_values",
+    "snapshot_params",
+    "spectrum_srank",
+    "spectrum_top",
+    "srank",
+    "weight_rms",
+]

@@ -1,0 +1,194 @@
+"""Forward hooks that watch activations without changing what a network computes.
+
+:class:`ActivationCapture` hooks a set of named submodules (usually every ``nn.ReLU`` of a module,
+see :func:`relu_layers`) and, while :meth:`ActivationCapture.recording` is active, does up to two
+things on every call of a hooked module:
+
+* **count** (streaming FAU): adds ``#(output > 0)`` and ``#output`` to per-layer device counters.
+  Nothing is stored and nothing is read back to the host, so this can run on every update.
+* **keep**: stores a detached copy of the output of the most recent call, for probe-time metrics
+  (dormant ratio, rank, neural collapse) that need the activations themselves.
+
+Outside :meth:`~ActivationCapture.recording` the hooks return at once. The recording region lets
+the caller choose *which* forward passes count: the released Adaptive-RR code counts critic FAU only
+in the critic-loss forward, although the same Q heads run again in the actor loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["ActivationCapture", "relu_layers"]
+
+
+def relu_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """Find every ``nn.ReLU`` inside ``module``.
+
+    :param module: The module to search (itself included).
+    :return: Qualified name (as in ``module.named_modules()``) → the ``nn.ReLU`` instance, in
+        registration order. Functional ``F.relu`` calls are invisible to this search.
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be an nn.Module, got {type(module).__name__}")
+    return {name: m for name, m in module.named_modules() if isinstance(m, nn.ReLU)}
+
+
+class ActivationCapture:
+    """Forward hooks on named submodules that count positive activations and/or keep outputs.
+
+    Hooks are registered on construction and removed by :meth:`remove` (or on leaving a ``with``
+    block). They only act inside :meth:`recording`; elsewhere they return immediately.
+
+    Counts are device tensors (``int64``, on the device of the activations) updated in place, so
+    a recorded forward costs one comparison and one reduction per layer and never syncs with the
+    host. Read them with :meth:`fau` / :meth:`fau_per_layer` / :meth:`counts` (still tensors) and
+    clear them with :meth:`reset`.
+
+    Pooling over several recorded forwards gives ``Σ positives / Σ elements``; with a constant
+    batch size this equals the mean of the per-forward FAU values.
+
+    :param layers: Name → submodule to hook (e.g. ``relu_layers(critic)``). The hooked output is
+        the module's return value, which must be a tensor.
+    :param count: Accumulate ``count_positive`` (strictly ``> 0``) and ``count_total`` per layer.
+    :param keep: Keep a detached copy of each layer's output from the last recorded call. The copy
+        is cloned because DrQ-v2-style ``ReLU(inplace=True)`` outputs may be overwritten later.
+    """
+
+    def __init__(self, layers: Mapping[str, nn.Module], count: bool = True, keep: bool = False) -> None:
+        if not isinstance(layers, Mapping) or len(layers) == 0:
+            raise ValueError(f"layers must be a non-empty mapping name -> nn.Module, got {layers!r}")
+        for name, mod in layers.items():
+            if not isinstance(name, str) or not isinstance(mod, nn.Module):
+                raise ValueError(f"layers must map str -> nn.Module, got {name!r} -> {type(mod).__name__}")
+        if not (count or keep):
+            raise ValueError("count and keep are both False; at least one must be True")
+        self.layers: dict[str, nn.Module] = dict(layers)
+        self.count = count
+        self.keep = keep
+        self._recording = False
+        self._handles: list[RemovableHandle] = []
+        self._positive: dict[str, Tensor] = {}
+        self._total: dict[str, Tensor] = {}
+        self._activations: dict[str, Tensor] = {}
+        self.attach()
+
+    # -- hook lifecycle ---------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Register the hooks (no-op if already registered)."""
+        if self._handles:
+            return
+        for name, mod in self.layers.items():
+            self._handles.append(mod.register_forward_hook(self._make_hook(name)))
+
+    def remove(self) -> None:
+        """Remove the hooks; counts and kept activations stay readable."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are currently registered."""
+        return bool(self._handles)
+
+    def __enter__(self) -> ActivationCapture:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    @property
+    def is_recording(self) -> bool:
+        """Whether hooked forwards are currently counted / kept."""
+        return self._recording
+
+    @contextmanager
+    def recording(self) -> Iterator[ActivationCapture]:
+        """Count / keep activations of the forward passes run inside this block.
+
+        Nesting is allowed; the previous state is restored on exit.
+        """
+        if not self._handles:
+            raise RuntimeError("ActivationCapture.recording() after remove(); call attach() first")
+        previous = self._recording
+        self._recording = True
+        try:
+            yield self
+        finally:
+            self._recording = previous
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if not self._recording:
+                return
+            if not isinstance(output, Tensor):
+                raise ValueError(
+                    f"layer {name!r} returned {type(output).__name__}; only tensor outputs can be captured"
+                )
+            act = output.detach()
+            if self.count:
+                if name not in self._positive:
+                    self._positive[name] = torch.zeros((), dtype=torch.int64, device=act.device)
+                    self._total[name] = torch.zeros((), dtype=torch.int64, device=act.device)
+                self._positive[name] += (act > 0).sum()
+                self._total[name] += act.numel()
+            if self.keep:
+                self._activations[name] = act.clone()
+            # returning None keeps the module's output untouched
+
+        return hook
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per layer ``(count_positive, count_total)`` as 0-d ``int64`` device tensors.
+
+        A layer appears once it has been called during a recorded forward; :meth:`reset` zeroes
+        its counters but keeps the entry. The tensors are live (updated in place): clone them to
+        keep a snapshot.
+        """
+        return {name: (self._positive[name], self._total[name]) for name in self._positive}
+
+    def fau_per_layer(self) -> dict[str, Tensor]:
+        """Per layer fraction of active units, ``count_positive / count_total`` (0-d tensors).
+
+        NaN for a layer whose counters were reset and not recorded since.
+        """
+        return {
+            name: self._positive[name].to(torch.float32) / self._total[name].to(torch.float32)
+            for name in self._positive
+        }
+
+    def fau(self) -> Tensor:
+        """FAU pooled over layers: ``Σ_layers count_positive / Σ_layers count_total``.
+
+        This is the released Adaptive-RR definition (not the mean of per-layer fractions).
+
+        :return: 0-d float32 tensor on the activations' device; NaN if nothing was recorded since
+            the last :meth:`reset`.
+        """
+        if not self._positive:
+            raise RuntimeError("no hooked layer has been called inside recording() yet")
+        positive = torch.stack(list(self._positive.values())).sum()
+        total = torch.stack(list(self._total.values())).sum()
+        return positive.to(torch.float32) / total.to(torch.float32)
+
+    @property
+    def activations(self) -> dict[str, Tensor]:
+        """Detached outputs of the last recorded call of each layer (``keep=True`` only)."""
+        return dict(self._activations)
+
+    def reset(self) -> None:
+        """Zero the counters in place (no reallocation, no sync) and drop kept activations."""
+        for tensor in self._positive.values():
+            tensor.zero_()
+        for tensor in self._total.values():
+            tensor.zero_()
+        self._activations.clear()

@@ -1,0 +1,378 @@
+"""Replay buffer that stores single frames and stacks them at sample time.
+
+DrQ-v2 stores every observation as a whole ``frame_stack x C x H x W`` stack, so each frame is kept
+``frame_stack`` times. Storing each frame once and rebuilding the stack from neighbouring slots when
+sampling cuts pixel memory to ``1 / frame_stack`` of that (1/3 at the default stack of 3), which is what
+makes a 1e6-transition buffer fit in ordinary host memory.
+
+Conventions follow ``dm_env`` / DrQ-v2: an episode is a sequence of stored steps ``0..T``; step 0 holds
+the first frame only (written by :meth:`ReplayBuffer.add_first`); step ``j >= 1`` holds the action,
+reward and environment discount that led to frame ``j`` (written by :meth:`ReplayBuffer.add`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = ["Batch", "ReplayBuffer"]
+
+# Rejection rounds before falling back to enumerating every sampleable transition. With realistic
+# episodes (hundreds of steps) almost every candidate is accepted on the first round; the fallback only
+# matters for degenerate buffers (e.g. many episodes shorter than ``nstep``).
+_MAX_REJECTION_ROUNDS = 8
+
+_ALLOWED_FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+
+
+class Batch(NamedTuple):
+    """A minibatch of n-step transitions.
+
+    :param obs: Stacked observation at ``t``, shape ``(B, frame_stack * frame_shape[0], *frame_shape[1:])``;
+        uint8 for pixel frames, float32 for state frames.
+    :param action: Action taken at ``t`` (stored with step ``t + 1``), float32, ``(B, *action_shape)``.
+    :param reward: n-step discounted return, float32, ``(B, 1)``.
+    :param discount: Bootstrap discount ``prod_i gamma * d_{t+1+i}``, float32, ``(B, 1)``.
+    :param next_obs: Stacked observation at ``t + nstep``, same shape and dtype as ``obs``.
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    discount: torch.Tensor
+    next_obs: torch.Tensor
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_shape(name: str, shape: Any, allow_empty: bool) -> tuple[int, ...]:
+    try:
+        out = tuple(shape)
+    except TypeError:
+        out = None
+    if out is None or not all(_is_int(d) and d > 0 for d in out) or (not out and not allow_empty):
+        what = "a tuple of positive ints" + ("" if allow_empty else " with at least one entry")
+        raise ValueError(f"{name} must be {what}, got {shape!r}")
+    return tuple(int(d) for d in out)
+
+
+class ReplayBuffer:
+    """FIFO ring buffer of single frames with n-step returns and frame stacking at sample time.
+
+    Every stored step occupies one slot (its frame plus the action, reward and discount that led to it),
+    so ``capacity`` counts frames, not stacks. A transition at step ``t`` of an episode is sampleable when
+    step ``t + nstep`` of the same episode has been written and every frame its two stacks need is still
+    stored. Stack indices are clamped to the episode's first frame, so a stack never mixes episodes and
+    the first stacks repeat frame 0, exactly as the environment's frame stack does after a reset.
+    Episodes are never crossed: there is no n-step sum over an episode end.
+
+    Sampling is uniform over the sampleable transitions, drawn from the buffer's own
+    ``np.random.Generator``; its state is part of :meth:`state_dict`, so a restored buffer yields the same
+    future batches.
+
+    :param frame_shape: Shape of one frame, e.g. ``(3, 84, 84)`` for RGB pixels or ``(D,)`` for states.
+        Stacks are concatenated along the first axis.
+    :param action_shape: Shape of one action, e.g. ``(6,)``.
+    :param capacity: Number of stored steps (frames) kept before the oldest is overwritten;
+        must exceed ``nstep`` so that at least one transition can fit.
+    :param frame_stack: Frames per observation (1 disables stacking).
+    :param nstep: Steps summed into the return (1 gives one-step TD transitions).
+    :param discount: Agent discount ``gamma`` in ``[0, 1]`` used in the n-step sum.
+    :param frame_dtype: ``np.uint8`` for pixels or ``np.float32`` for state observations.
+    :param seed: Seed of the sampling generator.
+    """
+
+    def __init__(
+        self,
+        frame_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        capacity: int,
+        frame_stack: int = 3,
+        nstep: int = 3,
+        discount: float = 0.99,
+        frame_dtype: type | np.dtype = np.uint8,
+        seed: int = 0,
+    ) -> None:
+        self.frame_shape = _check_shape("frame_shape", frame_shape, allow_empty=False)
+        self.action_shape = _check_shape("action_shape", action_shape, allow_empty=True)
+        if not _is_int(nstep) or nstep < 1:
+            raise ValueError(f"nstep must be an int >= 1, got {nstep!r}")
+        if not _is_int(frame_stack) or frame_stack < 1:
+            raise ValueError(f"frame_stack must be an int >= 1, got {frame_stack!r}")
+        if not _is_int(capacity) or capacity <= nstep:
+            raise ValueError(f"capacity must be an int > nstep ({nstep}), got {capacity!r}")
+        if (
+            isinstance(discount, bool)
+            or not isinstance(discount, (int, float, np.floating))
+            or not 0.0 <= discount <= 1.0
+        ):
+            raise ValueError(f"discount must be a float in [0, 1], got {discount!r}")
+        try:
+            dtype = np.dtype(frame_dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in _ALLOWED_FRAME_DTYPES:
+            raise ValueError(f"frame_dtype must be np.uint8 (pixels) or np.float32 (states), got {frame_dtype!r}")
+        if not _is_int(seed):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+
+        self.capacity = int(capacity)
+        self.frame_stack = int(frame_stack)
+        self.nstep = int(nstep)
+        self.discount = float(discount)
+        self.frame_dtype = dtype
+
+        self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=dtype)
+        self._actions = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
+        self._rewards = np.zeros(self.capacity, dtype=np.float32)
+        self._discounts = np.ones(self.capacity, dtype=np.float32)
+        # Global step index of the episode start of each slot: two steps belong to the same episode iff
+        # their starts agree, and the start is where stack indices are clamped.
+        self._episode_start = np.zeros(self.capacity, dtype=np.int64)
+        self._num_written = 0  # global write counter: steps ever written; slot of step g is g % capacity
+        self._current_start = -1  # global start of the running episode, -1 when none is running
+        self._rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ writing
+
+    def add_first(self, frame: np.ndarray) -> None:
+        """Start a new episode with its first frame (the observation returned by ``reset``).
+
+        A running episode that never received ``last=True`` (e.g. abandoned on resume) is closed as it is;
+        its transitions stay sampleable.
+
+        :param frame: First frame, shape ``frame_shape`` and dtype ``frame_dtype``.
+        """
+        self._check_frame(frame)
+        self._current_start = self._num_written
+        self._write(frame, None, 0.0, 1.0)
+
+    def add(self, action: np.ndarray, reward: float, discount: float, frame: np.ndarray, last: bool) -> None:
+        """Append one agent step to the running episode.
+
+        :param action: Action taken, shape ``action_shape`` (stored as float32).
+        :param reward: Reward received for the action (summed over action repeats).
+        :param discount: Environment discount: 1.0, or 0.0 when the episode terminated.
+        :param frame: Frame observed after the action, shape ``frame_shape`` and dtype ``frame_dtype``.
+        :param last: Whether the episode ended here (terminated or truncated); the next step must then be
+            written with :meth:`add_first`.
+        """
+        if self._current_start < 0:
+            raise ValueError("add() called with no running episode: call add_first(frame) after reset first")
+        action_arr = np.asarray(action, dtype=np.float32)
+        if action_arr.shape != self.action_shape:
+            raise ValueError(f"action shape must be {self.action_shape}, got {action_arr.shape}")
+        self._check_frame(frame)
+        self._write(frame, action_arr, reward, discount)
+        if last:
+            self._current_start = -1
+
+    def _check_frame(self, frame: np.ndarray) -> None:
+        if not isinstance(frame, np.ndarray) or frame.shape != self.frame_shape or frame.dtype != self.frame_dtype:
+            got = (
+                f"{type(frame).__name__} with shape {frame.shape} and dtype {frame.dtype}"
+                if isinstance(frame, np.ndarray)
+                else type(frame).__name__
+            )
+            raise ValueError(
+                f"frame must be an np.ndarray with shape {self.frame_shape} and dtype {self.frame_dtype}, got {got}"
+            )
+
+    def _write(self, frame: np.ndarray, action: np.ndarray | None, reward: float, discount: float) -> None:
+        slot = self._num_written % self.capacity
+        self._frames[slot] = frame
+        if action is None:
+            self._actions[slot] = 0.0
+        else:
+            self._actions[slot] = action
+        self._rewards[slot] = reward
+        self._discounts[slot] = discount
+        self._episode_start[slot] = self._current_start
+        self._num_written += 1
+
+    # ------------------------------------------------------------------ sampling
+
+    def __len__(self) -> int:
+        """Number of stored steps (frames)."""
+        return min(self._num_written, self.capacity)
+
+    def _candidate_range(self) -> tuple[int, int]:
+        """Inclusive global range of transition steps whose ``t + nstep`` has been written and stored."""
+        low = max(0, self._num_written - self.capacity)
+        high = self._num_written - 1 - self.nstep
+        return low, high
+
+    def _is_sampleable(self, t: np.ndarray) -> np.ndarray:
+        """Vectorised validity of global transition indices ``t`` taken from the candidate range."""
+        start = self._episode_start[t % self.capacity]
+        same_episode = self._episode_start[(t + self.nstep) % self.capacity] == start
+        # The oldest frame the obs stack reads (clamped at the episode start) must not be evicted.
+        oldest_needed = np.maximum(start, t - (self.frame_stack - 1))
+        return same_episode & (oldest_needed >= self._num_written - self.capacity)
+
+    @property
+    def num_transitions(self) -> int:
+        """Number of transitions that :meth:`sample` can currently return (O(capacity) to compute)."""
+        low, high = self._candidate_range()
+        if high < low:
+            return 0
+        return int(np.count_nonzero(self._is_sampleable(np.arange(low, high + 1, dtype=np.int64))))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated for storage (all slots, whether filled or not)."""
+        arrays = (self._frames, self._actions, self._rewards, self._discounts, self._episode_start)
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def bytes_per_transition(self) -> float:
+        """Storage bytes per slot, i.e. per stored transition once the buffer is full."""
+        return self.nbytes / self.capacity
+
+    def _draw_indices(self, batch_size: int) -> np.ndarray:
+        low, high = self._candidate_range()
+        if high < low:
+            raise ValueError(
+                f"no sampleable transition: {self._num_written} steps written, a transition needs nstep + 1 = "
+                f"{self.nstep + 1} steps of one episode"
+            )
+        # Rejection sampling keeps draws uniform over the sampleable set without maintaining it.
+        out = np.empty(batch_size, dtype=np.int64)
+        filled = 0
+        for _ in range(_MAX_REJECTION_ROUNDS):
+            candidates = self._rng.integers(low, high + 1, size=batch_size - filled, dtype=np.int64)
+            accepted = candidates[self._is_sampleable(candidates)]
+            out[filled : filled + accepted.size] = accepted
+            filled += accepted.size
+            if filled == batch_size:
+                return out
+        valid = np.arange(low, high + 1, dtype=np.int64)
+        valid = valid[self._is_sampleable(valid)]
+        if valid.size == 0:
+            raise ValueError(
+                "no sampleable transition: no stored episode has nstep + 1 = "
+                f"{self.nstep + 1} consecutive steps with all needed frames still stored"
+            )
+        out[filled:] = valid[self._rng.integers(0, valid.size, size=batch_size - filled)]
+        return out
+
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        """Sample a batch of n-step transitions uniformly from the sampleable ones.
+
+        :param batch_size: Number of transitions (> 0); drawn with replacement.
+        :param device: Device of the returned tensors.
+        :return: A :class:`Batch`; observations keep the frame dtype (the agent converts pixels to float).
+        """
+        if not _is_int(batch_size) or batch_size <= 0:
+            raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
+        t = self._draw_indices(int(batch_size))
+        cap = self.capacity
+        start = self._episode_start[t % cap]
+
+        # n-step return in the same order of operations as DrQ-v2's loop, vectorised over the batch.
+        reward = np.zeros(t.shape[0], dtype=np.float32)
+        discount = np.ones(t.shape[0], dtype=np.float32)
+        gamma = np.float32(self.discount)
+        for i in range(self.nstep):
+            slot = (t + 1 + i) % cap
+            reward += discount * self._rewards[slot]
+            discount *= self._discounts[slot] * gamma
+        action = self._actions[(t + 1) % cap]
+
+        # One gather for obs and next_obs: stack ends (2, B) -> frame indices (2, B, frame_stack),
+        # clamped to the episode start so stacks never reach into the previous episode.
+        ends = np.stack([t, t + self.nstep])
+        offsets = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
+        frame_idx = np.maximum(ends[:, :, None] + offsets, start[None, :, None]) % cap
+        frames = np.take(self._frames, frame_idx, axis=0)  # (2, B, frame_stack, *frame_shape)
+        stacked_shape = (t.shape[0], self.frame_stack * self.frame_shape[0], *self.frame_shape[1:])
+
+        def to_device(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).to(device, non_blocking=True)
+
+        return Batch(
+            obs=to_device(frames[0].reshape(stacked_shape)),
+            action=to_device(action),
+            reward=to_device(reward[:, None]),
+            discount=to_device(discount[:, None]),
+            next_obs=to_device(frames[1].reshape(stacked_shape)),
+        )
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "frame_shape": list(self.frame_shape),
+            "action_shape": list(self.action_shape),
+            "capacity": self.capacity,
+            "frame_stack": self.frame_stack,
+            "nstep": self.nstep,
+            "discount": self.discount,
+            "frame_dtype": self.frame_dtype.name,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: stored steps, counters and the sampling RNG state.
+
+        Arrays are returned as torch tensors (so ``torch.load(weights_only=True)`` accepts the saved file)
+        that **share memory** with the buffer, like ``nn.Module.state_dict``: save them before adding more
+        steps. Only filled slots are included, so a partly filled buffer saves only what it holds.
+
+        :return: A dict of tensors and plain Python values.
+        """
+        filled = len(self)
+        return {
+            "config": self._config(),
+            "frames": torch.from_numpy(self._frames[:filled]),
+            "actions": torch.from_numpy(self._actions[:filled]),
+            "rewards": torch.from_numpy(self._rewards[:filled]),
+            "discounts": torch.from_numpy(self._discounts[:filled]),
+            "episode_start": torch.from_numpy(self._episode_start[:filled]),
+            "num_written": self._num_written,
+            "current_start": self._current_start,
+            "rng_state": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by :meth:`state_dict` of a buffer with the same configuration.
+
+        :param state: The dict from :meth:`state_dict` (tensors or numpy arrays).
+        """
+        expected = self._config()
+        if state.get("config") != expected:
+            raise ValueError(f"replay state config {state.get('config')!r} does not match this buffer's {expected!r}")
+        filled = min(int(state["num_written"]), self.capacity)
+        arrays = {}
+        for name, target in (
+            ("frames", self._frames),
+            ("actions", self._actions),
+            ("rewards", self._rewards),
+            ("discounts", self._discounts),
+            ("episode_start", self._episode_start),
+        ):
+            value = state[name]
+            array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if array.shape != (filled, *target.shape[1:]) or array.dtype != target.dtype:
+                raise ValueError(
+                    f"replay state '{name}' has shape {array.shape} and dtype {array.dtype}, "
+                    f"expected {(filled, *target.shape[1:])} and {target.dtype}"
+                )
+            arrays[name] = array
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng_state"]
+        # Validation is complete: mutate only now so a bad state leaves the buffer untouched.
+        for name, target in (
+            ("frames", self._frames),
+            ("actions", self._actions),
+            ("rewards", self._rewards),
+            ("discounts", self._discounts),
+            ("episode_start", self._episode_start),
+        ):
+            target[:filled] = arrays[name]
+        self._num_written = int(state["num_written"])
+        self._current_start = int(state["current_start"])
+        self._rng = rng

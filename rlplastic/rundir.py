@@ -1,0 +1,57 @@
+"""Deterministic run directories: ``<run_root>/<task>/<variant>/seed<k>``.
+
+The variant names the command-line overrides that actually change the experiment, so re-running a
+command lands in the same directory (and resumes there), and two commands that train the same thing
+share a variant whatever order their overrides come in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+# Keys that change where or how a run is observed, not what it learns: they never name a variant.
+NON_SEMANTIC_KEYS = frozenset({
+    "seed", "task", "device", "run_root", "run_dir", "progress", "use_tb", "use_csv",
+    "save_every_frames", "save_replay", "save_video", "log_every_frames",
+})  # fmt: skip
+
+DEFAULT_VARIANT = "default"
+_MAX_NAME = 120
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: ``+rr.ratio=2`` → ``rr.ratio``; ``task@_global_=x`` → ``task``."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key.split("@", 1)[0]
+
+
+def variant_name(overrides: Iterable[str], changes_config: Callable[[str], bool]) -> str:
+    """Name the variant from the overrides that change the composed config.
+
+    Args:
+        overrides: the command-line overrides, e.g. ``["aug=none", "rr.ratio=2", "seed=3"]``.
+        changes_config: tells whether one override, applied alone on top of the defaults (for the
+            same task), gives a config different from the defaults' — so ``aug=shift`` (the
+            default) does not create a new variant.
+
+    Returns:
+        The sorted ``key=value`` overrides joined by ``,`` (``/`` and spaces made safe), or
+        ``default``. Names longer than 120 characters are cut and suffixed with a hash of the whole.
+    """
+    candidates = [o for o in overrides if override_key(o) not in NON_SEMANTIC_KEYS and not o.startswith("hydra")]
+    kept = sorted(o.lstrip("+") for o in candidates if changes_config(o))
+    if not kept:
+        return DEFAULT_VARIANT
+    name = re.sub(r"[/\s]+", "_", ",".join(kept))
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: _MAX_NAME - 11]}-{digest}"
+    return name
+
+
+def run_dir_for(run_root: str | Path, task: str, variant: str, seed: int) -> Path:
+    """``<run_root>/<task>/<variant>/seed<seed>``."""
+    return Path(run_root) / task / variant / f"seed{seed}"

@@ -1,0 +1,450 @@
+"""The training loop of DESIGN.md. It receives constructed pieces and imports no agent or env module.
+
+One iteration, in DrQ-v2's order::
+
+    checkpoint if due            ← nothing has been logged at this frame yet, so a resume is exact
+    episode over? log it, reset, replay.add_first
+    evaluation due? run it
+    act ; k = rr.updates_due(step) updates (after the seed frames) ; env.step ; replay.add
+
+Every piece of state — agent and optimizers, replay, counters, RNGs, both environments, the RR
+controller, the open metric window and the log position — goes into the checkpoint, so killing a run
+at any moment and re-running the same command gives the same result as never stopping.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlplastic.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    load_checkpoint,
+    mark_complete,
+    restore_rng_state,
+    save_checkpoint,
+)
+from rlplastic.logger import Logger, RunningMeans
+from rlplastic.replay import ReplayBuffer
+
+
+class Env(Protocol):
+    """What the trainer needs of an environment (``envs.dmc.DMCEnv`` provides it)."""
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]: ...
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
+    def last_frame(self) -> np.ndarray: ...
+    def render(self) -> np.ndarray: ...
+    def get_state(self) -> dict[str, Any]: ...
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Agent(Protocol):
+    """The agent protocol of DESIGN.md (the parts the loop calls)."""
+
+    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray: ...
+    def update(self, batch: Any, step: int) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class RRController(Protocol):
+    """A replay-ratio controller (``rlplastic.rr``)."""
+
+    value: float
+    total_updates: int
+
+    def updates_due(self, step: int) -> int: ...
+    def observe(self, signals: dict[str, float], step: int) -> list[str]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings. Frame counts are environment frames (agent steps × action repeat).
+
+    Args:
+        num_train_frames: training budget; the run ends at this frame (after a last evaluation if due).
+        num_seed_frames: frames of uniform random acting before the first update.
+        action_repeat: frames per agent step (the env repeats actions; used to convert counts).
+        eval_every_frames: evaluate at frame 0 and every this many frames.
+        num_eval_episodes: episodes per evaluation (mean action), on the separate eval env.
+        batch_size: replay batch per update.
+        log_every_frames: train metrics are averaged on device over this window and logged at its end.
+        save_every_frames: checkpoint period (0 turns periodic checkpoints off; SIGINT/SIGTERM still save).
+        save_replay: include the replay buffer in checkpoints (off for huge buffers: a resume then
+            refills replay from scratch and is no longer exact).
+        save_video: record the first episode of each evaluation as an mp4.
+        use_tb: write TensorBoard events.
+        use_csv: write ``scalars.csv``.
+        progress: show a progress bar.
+    """
+
+    num_train_frames: int
+    num_seed_frames: int = 4000
+    action_repeat: int = 2
+    eval_every_frames: int = 10000
+    num_eval_episodes: int = 10
+    batch_size: int = 256
+    log_every_frames: int = 1000
+    save_every_frames: int = 100000
+    save_replay: bool = True
+    save_video: bool = True
+    use_tb: bool = True
+    use_csv: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.action_repeat < 1:
+            raise ValueError(f"action_repeat={self.action_repeat} must be >= 1")
+        positive = ("num_train_frames", "eval_every_frames", "batch_size", "log_every_frames")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("num_seed_frames", "num_eval_episodes", "save_every_frames"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        frame_counts = ("num_train_frames", "num_seed_frames", "eval_every_frames", "log_every_frames")
+        for name in (*frame_counts, "save_every_frames"):
+            if getattr(self, name) % self.action_repeat:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is not a multiple of action_repeat={self.action_repeat}: "
+                    "frame counts must fall on agent steps"
+                )
+        if self.num_seed_frames >= self.num_train_frames:
+            raise ValueError(
+                f"num_seed_frames={self.num_seed_frames} leaves no training: it must be < "
+                f"num_train_frames={self.num_train_frames}"
+            )
+
+
+class Stopwatch:
+    """Cumulative wall time and call counts per phase of the loop (``act``, ``sample``, ``update``, ...).
+
+    Host-side timing only: on CUDA the update phase measures launch time unless something syncs, so
+    GPU figures from it are read over long windows (the loop syncs once per log).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.wall_start = time.perf_counter()
+
+    @contextmanager
+    def time(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            self.counts[phase] = self.counts.get(phase, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the totals, to difference against later."""
+        return {"seconds": dict(self.seconds), "counts": dict(self.counts), "wall": time.perf_counter()}
+
+    def since(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Totals accumulated after ``snapshot``: seconds and counts per phase, and the wall time."""
+        seconds = {k: v - snapshot["seconds"].get(k, 0.0) for k, v in self.seconds.items()}
+        counts = {k: v - snapshot["counts"].get(k, 0) for k, v in self.counts.items()}
+        return {"seconds": seconds, "counts": counts, "wall": time.perf_counter() - snapshot["wall"]}
+
+
+@dataclass
+class _Counters:
+    """Loop position; all plain ints/floats so that it checkpoints as-is."""
+
+    step: int = 0
+    episode: int = 0
+    episode_step: int = 0
+    episode_return: float = 0.0
+    episode_done: bool = True  # no episode running yet: the first iteration starts one
+    last_save_frame: int = 0
+    last_log_frame: int = 0
+    last_eval_return: float = float("nan")
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``run_dir``.
+
+    Args:
+        agent: an agent following the protocol of DESIGN.md.
+        train_env: environment for acting and learning.
+        eval_env: a separate instance with its own seed, used only for evaluation.
+        replay: the replay buffer.
+        rr: the replay-ratio controller.
+        run_dir: where logs, videos and the checkpoint live.
+        config: loop settings.
+        device: device the batches are sampled onto.
+        seed: seed of the first training episode (the eval env is seeded by its maker).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        train_env: Env,
+        eval_env: Env,
+        replay: ReplayBuffer,
+        rr: RRController,
+        run_dir: str | Path,
+        config: TrainerConfig,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        self.agent = agent
+        self.train_env = train_env
+        self.eval_env = eval_env
+        self.replay = replay
+        self.rr = rr
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.device = torch.device(device)
+        self.seed = seed
+        self.counters = _Counters()
+        self.metric_window = RunningMeans()
+        self._obs: np.ndarray | None = None
+        self._stop_signal: int | None = None
+        self.stopwatch = Stopwatch()
+        self._log_snapshot = self.stopwatch.snapshot()
+        self._updates_started: dict[str, Any] | None = None
+        self.logger: Logger | None = None
+
+    # -- public -----------------------------------------------------------------------------------
+
+    @property
+    def frame(self) -> int:
+        """Environment frames so far."""
+        return self.counters.step * self.config.action_repeat
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``num_train_frames`` (resuming from the run dir's checkpoint if there is one).
+
+        Returns a summary: ``status`` (``complete`` or ``interrupted``), ``frame``, ``episode``,
+        ``final_eval_return`` and ``resumed_from_frame``.
+        """
+        checkpoint = load_checkpoint(self.run_dir, map_location=self.device)
+        resumed_from = None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+            resumed_from = int(checkpoint["frame"])
+        self.logger = Logger(
+            self.run_dir, use_tb=self.config.use_tb, use_csv=self.config.use_csv,
+            resume=None if checkpoint is None else checkpoint["logger"],
+        )  # fmt: skip
+        del checkpoint
+        total_steps = self.config.num_train_frames // self.config.action_repeat
+        bar = tqdm(
+            total=self.config.num_train_frames, initial=self.frame, unit="frame", dynamic_ncols=True,
+            disable=not self.config.progress, mininterval=1.0,
+        )  # fmt: skip
+        try:
+            with self._signals_saved():
+                status = self._loop(total_steps, bar)
+        finally:
+            bar.close()
+        summary = {
+            "status": status,
+            "frame": self.frame,
+            "episode": self.counters.episode,
+            "final_eval_return": self.counters.last_eval_return,
+            "resumed_from_frame": resumed_from,
+        }
+        if status == "complete":
+            mark_complete(self.run_dir, summary)
+        self.logger.close()
+        return summary
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _loop(self, total_steps: int, bar: tqdm) -> str:
+        cfg, c = self.config, self.counters
+        seed_steps = cfg.num_seed_frames // cfg.action_repeat
+        while True:
+            if self._stop_signal is not None:
+                self.save()
+                return "interrupted"
+            if cfg.save_every_frames and self.frame - c.last_save_frame >= cfg.save_every_frames:
+                self.save()
+            if c.episode_done:
+                self._finish_episode()
+                self._start_episode()
+            if self.frame % cfg.eval_every_frames == 0:
+                with self.stopwatch.time("eval"):
+                    self.evaluate()
+                bar.set_postfix(eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}", refresh=False)
+            if c.step >= total_steps:
+                if c.last_save_frame != self.frame or not (self.run_dir / CHECKPOINT_NAME).exists():
+                    self.save()
+                return "complete"
+
+            with self.stopwatch.time("act"):
+                action = self.agent.act(self._obs, c.step, eval_mode=False)
+            if c.step >= seed_steps:
+                self._run_updates(self.rr.updates_due(c.step))
+            self._env_step(action)
+            bar.update(cfg.action_repeat)
+            if self.frame - c.last_log_frame >= cfg.log_every_frames:
+                self._log_train(bar)
+
+    def _run_updates(self, count: int) -> None:
+        if self._updates_started is None:
+            self._updates_started = self.stopwatch.snapshot()
+        for _ in range(count):
+            with self.stopwatch.time("sample"):
+                batch = self.replay.sample(self.config.batch_size, self.device)
+            with self.stopwatch.time("update"):
+                self.metric_window.add(self.agent.update(batch, self.counters.step))
+
+    def _env_step(self, action: np.ndarray) -> None:
+        c = self.counters
+        with self.stopwatch.time("env"):
+            self._obs, reward, terminated, truncated, info = self.train_env.step(action)
+        c.episode_done = bool(terminated or truncated)
+        with self.stopwatch.time("replay_add"):
+            self.replay.add(action, reward, info.get("discount", 0.0 if terminated else 1.0),
+                            self.train_env.last_frame(), last=c.episode_done)  # fmt: skip
+        c.episode_return += reward
+        c.episode_step += 1
+        c.step += 1
+
+    def _start_episode(self) -> None:
+        c = self.counters
+        # Seeding only the very first reset makes every later episode follow from that one seed.
+        self._obs, _ = self.train_env.reset(seed=self.seed if c.step == 0 else None)
+        self.replay.add_first(self.train_env.last_frame())
+        c.episode_return, c.episode_step, c.episode_done = 0.0, 0, False
+
+    def _finish_episode(self) -> None:
+        c = self.counters
+        if c.episode_step == 0:
+            return
+        c.episode += 1
+        self.logger.scalars({
+            "train/episode_reward": c.episode_return,
+            "train/episode_length": c.episode_step * self.config.action_repeat,
+            "train/episode": c.episode,
+            "train/buffer_size": len(self.replay),
+        }, self.frame)  # fmt: skip
+
+    def _log_train(self, bar: tqdm) -> None:
+        c = self.counters
+        window = self.stopwatch.since(self._log_snapshot)
+        values: dict[str, Any] = {f"train/{k}": v for k, v in self.metric_window.pop_means().items()}
+        values.update({
+            "time/fps": (self.frame - c.last_log_frame) / max(window["wall"], 1e-9),
+            "rr/value": self.rr.value,
+            "rr/updates": self.rr.total_updates,
+        })  # fmt: skip
+        for phase in ("env", "sample", "update"):
+            if window["counts"].get(phase):
+                values[f"time/{phase}_s"] = window["seconds"][phase] / window["counts"][phase]
+        floats = self.logger.scalars(values, self.frame)
+        bar.set_postfix(fps=f"{floats['time/fps']:.0f}", eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}",
+                        refresh=False)  # fmt: skip
+        c.last_log_frame = self.frame
+        self._log_snapshot = self.stopwatch.snapshot()
+
+    def profile(self) -> dict[str, Any] | None:
+        """Time split since the first update (excluding nothing): per-phase seconds and counts, wall time.
+
+        ``None`` before updates start. ``bench/throughput.py`` prints this.
+        """
+        return None if self._updates_started is None else self.stopwatch.since(self._updates_started)
+
+    def evaluate(self) -> float:
+        """Run ``num_eval_episodes`` with the mean action on the eval env; log and return the mean return."""
+        cfg = self.config
+        if cfg.num_eval_episodes == 0:
+            return float("nan")
+        returns, lengths, video = [], [], []
+        for episode in range(cfg.num_eval_episodes):
+            obs, _ = self.eval_env.reset()
+            record = cfg.save_video and episode == 0
+            if record:
+                video.append(self.eval_env.render())
+            total, steps, done = 0.0, 0, False
+            while not done:
+                action = self.agent.act(obs, self.counters.step, eval_mode=True)
+                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
+                total += reward
+                steps += 1
+                done = terminated or truncated
+                if record:
+                    video.append(self.eval_env.render())
+            returns.append(total)
+            lengths.append(steps * cfg.action_repeat)
+        mean_return = float(np.mean(returns))
+        self.counters.last_eval_return = mean_return
+        self.logger.scalars({
+            "eval/episode_reward": mean_return,
+            "eval/episode_reward_std": float(np.std(returns)),
+            "eval/episode_length": float(np.mean(lengths)),
+        }, self.frame)  # fmt: skip
+        if video:
+            self.logger.video("eval/video", np.stack(video), self.frame)
+        return mean_return
+
+    # -- checkpointing ----------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write the checkpoint for the current frame (nothing has been logged at it yet)."""
+        c = self.counters
+        c.last_save_frame = self.frame
+        state = {
+            "frame": self.frame,
+            "counters": asdict(c),
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict() if self.config.save_replay else None,
+            "rr": self.rr.state_dict(),
+            "rng": capture_rng_state(),
+            "train_env": self.train_env.get_state(),
+            "eval_env": self.eval_env.get_state(),
+            "obs": None if self._obs is None else torch.from_numpy(np.array(self._obs)),
+            "metric_window": self.metric_window.state_dict(),
+            "logger": self.logger.position(self.frame),
+            "config": asdict(self.config),
+        }
+        return save_checkpoint(self.run_dir, state, self.frame)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.counters = _Counters(**state["counters"])
+        self.agent.load_state_dict(state["agent"])
+        if state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+        elif self.counters.step:
+            # Without the stored replay the current episode cannot continue: start a fresh one.
+            self.counters.episode_done = True
+            self.counters.episode_step = 0
+        self.rr.load_state_dict(state["rr"])
+        restore_rng_state(state["rng"])
+        self.train_env.set_state(state["train_env"])
+        self.eval_env.set_state(state["eval_env"])
+        self._obs = None if state["obs"] is None else state["obs"].numpy()
+        self.metric_window.load_state_dict(state["metric_window"])
+
+    @contextmanager
+    def _signals_saved(self) -> Iterator[None]:
+        """On SIGINT/SIGTERM finish the current step, checkpoint and return; a second SIGINT aborts."""
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

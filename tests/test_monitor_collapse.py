@@ -1,0 +1,142 @@
+"""Neural-collapse statistics against direct (NumPy) formulas and collapsed constructions."""
+
+import numpy as np
+import pytest
+import torch
+
+from rlplastic.monitor import bin_values, neural_collapse, quantile_bins
+
+
+def _direct(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, k: int) -> dict[str, float]:
+    """The textbook formulas with d×d scatter matrices, independent of the implementation."""
+    n, _ = h.shape
+    order = np.argsort(y, kind="stable")
+    labels = np.empty(n, dtype=int)
+    labels[order] = np.arange(n) * k // n
+    means = np.stack([h[labels == c].mean(0) for c in range(k)])
+    mu_g = h.mean(0)
+    m = (means - mu_g).T  # d × K
+    e = h - means[labels]
+    sigma_w = e.T @ e / n
+    sigma_b = m @ m.T / k
+    nc1 = np.trace(sigma_w @ np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True)) / k
+    norms = np.linalg.norm(m, axis=0)
+    cos = (m.T @ m) / np.outer(norms, norms)
+    iu = np.triu_indices(k, 1)
+    u1 = np.linalg.svd(m)[0][:, 0]
+    cov = np.cov(h.T, bias=True)
+    lam = np.linalg.eigvalsh(cov)
+    return {
+        "nc1": nc1,
+        "nc2_equinorm": norms.std() / norms.mean(),
+        "nc2_equiangular": cos[iu].std(),
+        "nc3": abs(w @ u1) / np.linalg.norm(w),
+        "nrc1": 1 - lam.max() / lam.sum(),
+        "labels": labels,
+        "means": means,
+    }
+
+
+@pytest.mark.parametrize("n,d,k", [(200, 20, 10), (203, 15, 7), (60, 4, 10)])
+def test_statistics_equal_direct_formulas(n, d, k):
+    rng = np.random.default_rng(n + d)
+    h = rng.standard_normal((n, d)) + rng.standard_normal(d)
+    y = rng.standard_normal(n)
+    w = rng.standard_normal(d)
+    b = 0.3
+    direct = _direct(h, y, w, b, k)
+    got = neural_collapse(torch.from_numpy(h), torch.from_numpy(y), torch.from_numpy(w), b, num_bins=k)
+    assert set(got) == {"nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1"}
+    assert got["nc1"] == pytest.approx(direct["nc1"], rel=1e-6)
+    for key in ("nc2_equinorm", "nc2_equiangular", "nc3", "nrc1"):
+        assert got[key] == pytest.approx(direct[key], rel=1e-8), key
+    # NC4 by explicit loops: nearest centre vs bin of the prediction under the target edges
+    ys = np.sort(y)
+    first = [(c * n + k - 1) // k for c in range(1, k)]
+    edges = [(ys[r - 1] + ys[r]) / 2 for r in first]
+    agree = 0
+    for i in range(n):
+        nearest = int(np.argmin(((direct["means"] - h[i]) ** 2).sum(1)))
+        pred_bin = sum(e <= h[i] @ w + b for e in edges)
+        agree += nearest == pred_bin
+    assert got["nc4"] == pytest.approx(agree / n)
+
+
+def test_float32_and_weight_shapes_accepted():
+    torch.manual_seed(0)
+    h, y = torch.randn(50, 6), torch.randn(50)
+    w = torch.randn(1, 6)
+    a = neural_collapse(h, y, w, torch.tensor([0.1]), num_bins=5)
+    b = neural_collapse(h.double(), y.double(), w.reshape(-1).double(), 0.1, num_bins=5)
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-5)
+
+
+def test_perfect_collapse():
+    k, per_bin, d = 5, 8, 12
+    n = k * per_bin
+    rng = np.random.default_rng(7)
+    class_means = rng.standard_normal((k, d))
+    # targets: bin c holds the values c + [0.1 .. 0.8], shuffled
+    y = np.concatenate([c + np.linspace(0.1, 0.8, per_bin) for c in range(k)])
+    perm = rng.permutation(n)
+    y = y[perm]
+    labels = np.floor(y).astype(int)
+    h = class_means[labels]
+    # head that predicts the middle of each bin exactly from the class mean
+    b = 0.25
+    w = np.linalg.pinv(class_means) @ (np.arange(k) + 0.45 - b)
+    got = neural_collapse(torch.from_numpy(h), torch.from_numpy(y), torch.from_numpy(w), b, num_bins=k)
+    assert got["nc1"] == pytest.approx(0.0, abs=1e-20)
+    assert got["nc4"] == 1.0
+
+
+def test_nrc1_zero_on_rank_one_features():
+    rng = np.random.default_rng(8)
+    u = rng.standard_normal(10)
+    offset = rng.standard_normal(10)
+    h = rng.standard_normal((64, 1)) * u + offset
+    got = neural_collapse(torch.from_numpy(h), torch.randn(64, dtype=torch.float64), torch.from_numpy(u), None)
+    assert got["nrc1"] == pytest.approx(0.0, abs=1e-12)
+    assert got["nc3"] == pytest.approx(1.0)  # class means lie on u, and so does the head
+
+
+@pytest.mark.parametrize("n,k", [(100, 10), (103, 10), (10, 10), (7, 2)])
+def test_bins_are_equal_count_and_edges_reproduce_them(n, k):
+    torch.manual_seed(n)
+    y = torch.randn(n, dtype=torch.float64)
+    labels, edges = quantile_bins(y, k)
+    counts = torch.bincount(labels, minlength=k)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == n
+    assert edges.shape == (k - 1,)
+    assert torch.equal(bin_values(y, edges), labels)
+    # bins are ordered: every target of bin c is below every target of bin c+1
+    for c in range(k - 1):
+        assert y[labels == c].max() < y[labels == c + 1].min()
+
+
+def test_ties_still_give_equal_count_bins():
+    y = torch.tensor([1.0, 1.0, 1.0, 1.0, 2.0, 2.0])
+    labels, _ = quantile_bins(y, 3)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]  # stable order among ties
+
+
+@pytest.mark.parametrize("k", [1, 0, 51, True, 2.5])
+def test_bad_num_bins_raises(k):
+    h, y, w = torch.randn(50, 3), torch.randn(50), torch.randn(3)
+    with pytest.raises(ValueError, match=f"num_bins.*{k}"):
+        neural_collapse(h, y, w, None, num_bins=k)
+    with pytest.raises(ValueError, match="num_bins"):
+        quantile_bins(y, k)
+
+
+def test_bad_shapes_raise():
+    h, y, w = torch.randn(50, 3), torch.randn(50), torch.randn(3)
+    with pytest.raises(ValueError, match="features"):
+        neural_collapse(torch.randn(50), y, w)
+    with pytest.raises(ValueError, match="targets.*49"):
+        neural_collapse(h, torch.randn(49), w)
+    with pytest.raises(ValueError, match="head_weight"):
+        neural_collapse(h, y, torch.randn(4))
+    with pytest.raises(ValueError, match="head_bias"):
+        neural_collapse(h, y, w, torch.randn(2))
