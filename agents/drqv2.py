@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlplastic.augment import NoAug
+from rlplastic.monitor.probe import CriticProbe
 from rlplastic.replay import Batch
 from rlplastic.utils import TruncatedNormal, schedule, soft_update_params, validate_schedule, weight_init
 
@@ -310,6 +311,41 @@ class DrQV2Agent:
             "actor_logprob": log_prob.mean().detach(),
             "actor_ent": dist.entropy().sum(dim=-1).mean().detach(),
         }
+
+    def critic_probe(self, batch: Batch, step: int) -> CriticProbe:
+        """A frozen critic loss on ``batch`` for the plasticity probe; changes no parameter.
+
+        One augmentation draw, the encoder features (detached) and the TD targets are computed here and
+        frozen, so ``loss_fn`` is a fixed function of the critic parameters. Callers that must not
+        disturb the training RNG streams wrap this in ``torch.random.fork_rng``.
+        """
+        obs, next_obs = batch.obs, batch.next_obs
+        if self.obs_type == "pixels":
+            obs, next_obs = self.aug(self._prepare_obs(obs)), self.aug(self._prepare_obs(next_obs))
+        with torch.no_grad():
+            features = self.encoder(obs.float())
+            target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
+            critic_trunk = self.critic.trunk(features)
+            penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, batch.action], dim=-1))
+            q1 = self.critic.Q1[-1](penultimate)
+            actor_trunk = self.actor.trunk(features)
+        action = batch.action
+
+        def loss_fn() -> torch.Tensor:
+            q1, q2 = self.critic(features, action)
+            return F.mse_loss(q1, target) + F.mse_loss(q2, target)
+
+        head = self.critic.Q1[-1]
+        return CriticProbe(
+            loss_fn=loss_fn,
+            params=list(self.critic.parameters()),
+            features={"encoder": features, "critic_trunk": critic_trunk, "actor_trunk": actor_trunk,
+                      "critic_penultimate": penultimate},  # fmt: skip
+            td_target=target.squeeze(-1),
+            q=q1.squeeze(-1),
+            head_weight=head.weight.detach().squeeze(0),
+            head_bias=head.bias.detach().squeeze(0),
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -233,7 +233,7 @@ class ReplayBuffer:
         """Storage bytes per slot, i.e. per stored transition once the buffer is full."""
         return self.nbytes / self.capacity
 
-    def _draw_indices(self, batch_size: int) -> np.ndarray:
+    def _draw_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         low, high = self._candidate_range()
         if high < low:
             raise ValueError(
@@ -244,7 +244,7 @@ class ReplayBuffer:
         out = np.empty(batch_size, dtype=np.int64)
         filled = 0
         for _ in range(_MAX_REJECTION_ROUNDS):
-            candidates = self._rng.integers(low, high + 1, size=batch_size - filled, dtype=np.int64)
+            candidates = rng.integers(low, high + 1, size=batch_size - filled, dtype=np.int64)
             accepted = candidates[self._is_sampleable(candidates)]
             out[filled : filled + accepted.size] = accepted
             filled += accepted.size
@@ -257,19 +257,23 @@ class ReplayBuffer:
                 "no sampleable transition: no stored episode has nstep + 1 = "
                 f"{self.nstep + 1} consecutive steps with all needed frames still stored"
             )
-        out[filled:] = valid[self._rng.integers(0, valid.size, size=batch_size - filled)]
+        out[filled:] = valid[rng.integers(0, valid.size, size=batch_size - filled)]
         return out
 
-    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+    def sample(
+        self, batch_size: int, device: torch.device | str = "cpu", rng: np.random.Generator | None = None
+    ) -> Batch:
         """Sample a batch of n-step transitions uniformly from the sampleable ones.
 
         :param batch_size: Number of transitions (> 0); drawn with replacement.
         :param device: Device of the returned tensors.
+        :param rng: Draw with this generator instead of the buffer's own, so that side samples (e.g. the
+            plasticity monitor's probe batches) leave the training sample stream untouched.
         :return: A :class:`Batch`; observations keep the frame dtype (the agent converts pixels to float).
         """
         if not _is_int(batch_size) or batch_size <= 0:
             raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
-        t = self._draw_indices(int(batch_size))
+        t = self._draw_indices(int(batch_size), self._rng if rng is None else rng)
         cap = self.capacity
         start = self._episode_start[t % cap]
 

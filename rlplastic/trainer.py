@@ -70,6 +70,18 @@ class RRController(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class Monitor(Protocol):
+    """A plasticity monitor (``rlplastic.monitor.PlasticityMonitor``) as the loop drives it."""
+
+    def attach(self, agent: Any) -> None: ...
+    def after_update(self, agent: Any, replay: ReplayBuffer, step: int) -> None: ...
+    def log_values(self) -> dict[str, Any]: ...
+    def signals(self) -> dict[str, float]: ...
+    def write_layout(self, tb_writer: Any) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class TrainerConfig:
     """Loop settings. Frame counts are environment frames (agent steps × action repeat).
@@ -188,6 +200,8 @@ class Trainer:
         config: loop settings.
         device: device the batches are sampled onto.
         seed: seed of the first training episode (the eval env is seeded by its maker).
+        monitor: optional plasticity monitor; it hooks the agent now, sees every update, and its
+            values are logged with the train metrics.
     """
 
     def __init__(
@@ -201,8 +215,12 @@ class Trainer:
         config: TrainerConfig,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        monitor: Monitor | None = None,
     ) -> None:
         self.agent = agent
+        self.monitor = monitor
+        if monitor is not None:
+            monitor.attach(agent)
         self.train_env = train_env
         self.eval_env = eval_env
         self.replay = replay
@@ -242,6 +260,8 @@ class Trainer:
             self.run_dir, use_tb=self.config.use_tb, use_csv=self.config.use_csv,
             resume=None if checkpoint is None else checkpoint["logger"],
         )  # fmt: skip
+        if self.monitor is not None and self.logger.tb_writer is not None:
+            self.monitor.write_layout(self.logger.tb_writer)
         del checkpoint
         total_steps = self.config.num_train_frames // self.config.action_repeat
         bar = tqdm(
@@ -305,6 +325,9 @@ class Trainer:
                 batch = self.replay.sample(self.config.batch_size, self.device)
             with self.stopwatch.time("update"):
                 self.metric_window.add(self.agent.update(batch, self.counters.step))
+            if self.monitor is not None:
+                with self.stopwatch.time("monitor"):
+                    self.monitor.after_update(self.agent, self.replay, self.counters.step)
 
     def _env_step(self, action: np.ndarray) -> None:
         c = self.counters
@@ -346,7 +369,9 @@ class Trainer:
             "rr/value": self.rr.value,
             "rr/updates": self.rr.total_updates,
         })  # fmt: skip
-        for phase in ("env", "sample", "update"):
+        if self.monitor is not None:
+            values.update(self.monitor.log_values())
+        for phase in ("env", "sample", "update", "monitor"):
             if window["counts"].get(phase):
                 values[f"time/{phase}_s"] = window["seconds"][phase] / window["counts"][phase]
         floats = self.logger.scalars(values, self.frame)
@@ -407,6 +432,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "replay": self.replay.state_dict() if self.config.save_replay else None,
             "rr": self.rr.state_dict(),
+            "monitor": None if self.monitor is None else self.monitor.state_dict(),
             "rng": capture_rng_state(),
             "train_env": self.train_env.get_state(),
             "eval_env": self.eval_env.get_state(),
@@ -427,6 +453,8 @@ class Trainer:
             self.counters.episode_done = True
             self.counters.episode_step = 0
         self.rr.load_state_dict(state["rr"])
+        if self.monitor is not None and state.get("monitor") is not None:
+            self.monitor.load_state_dict(state["monitor"])
         restore_rng_state(state["rng"])
         self.train_env.set_state(state["train_env"])
         self.eval_env.set_state(state["eval_env"])

@@ -199,3 +199,18 @@ def test_bf16_and_channels_last_options_run_close_to_fp32():
 def test_bad_agent_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         DrQV2Agent((5,), ACTION_SHAPE, **{"obs_type": "states", **kwargs})
+
+
+def test_critic_probe_is_frozen_and_consistent():
+    agent = make_agent(seed=6)
+    before = copy.deepcopy(agent.critic.state_dict())
+    probe = agent.critic_probe(make_batch(batch_size=8), step=0)
+    first = probe.loss_fn()
+    assert torch.equal(first, probe.loss_fn())  # same augmentation draw and targets every call
+    pen = probe.features["critic_penultimate"]
+    assert pen.shape == (8, 16)
+    assert torch.allclose(pen @ probe.head_weight + probe.head_bias, probe.q, atol=1e-6)
+    grads = torch.autograd.grad(first, probe.params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    for name, value in agent.critic.state_dict().items():
+        assert torch.equal(value, before[name])

@@ -364,3 +364,17 @@ def test_add_and_sample_validation() -> None:
         buffer.add(action, 0.0, 1.0, frame, last=False)
     with pytest.raises(ValueError, match="batch_size"):
         buffer.sample(0)
+
+
+def test_sampling_with_an_external_rng_leaves_the_buffer_stream_untouched():
+    def filled() -> ReplayBuffer:
+        buffer = ReplayBuffer((1, 2, 2), (1,), capacity=100, frame_stack=1, nstep=1, seed=4)
+        buffer.add_first(np.zeros((1, 2, 2), np.uint8))
+        for i in range(1, 50):
+            buffer.add(np.zeros(1, np.float32), float(i), 1.0, np.full((1, 2, 2), i, np.uint8), last=False)
+        return buffer
+
+    plain, probed = filled(), filled()
+    side = probed.sample(8, rng=np.random.default_rng(123))
+    assert torch.equal(side.reward, filled().sample(8, rng=np.random.default_rng(123)).reward)
+    assert torch.equal(plain.sample(16).reward, probed.sample(16).reward)

@@ -1,0 +1,41 @@
+"""What an agent hands the monitor for probe-time critic measurements.
+
+Curvature and neural collapse need a critic loss that is one fixed function of the critic's
+parameters: the augmentation draw, the encoder features and the TD targets are computed once and
+frozen. An agent builds a :class:`CriticProbe` for a batch (``agent.critic_probe(batch, step)``); the
+monitor never reaches into the agent's modules itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CriticProbe:
+    """A frozen critic loss and the features it is made of, for one probe batch.
+
+    Attributes:
+        loss_fn: recomputes the critic loss (twin-Q MSE against the frozen TD target) from the frozen
+            inputs; differentiable w.r.t. ``params`` only.
+        params: the critic parameters the loss is a function of (Hessian / sharpness measurements).
+        features: named feature matrices (n × d), detached: e.g. ``encoder`` (encoder output),
+            ``critic_trunk``, ``actor_trunk``, ``critic_penultimate`` (input of the first Q head's last
+            Linear).
+        td_target: the frozen TD target, shape (n,).
+        q: the first Q head's prediction, shape (n,).
+        head_weight: the first Q head's last-layer weight, shape (d,).
+        head_bias: its bias (a 0-d tensor).
+    """
+
+    loss_fn: Callable[[], torch.Tensor]
+    params: list[nn.Parameter]
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    td_target: torch.Tensor | None = None
+    q: torch.Tensor | None = None
+    head_weight: torch.Tensor | None = None
+    head_bias: torch.Tensor | None = None
