@@ -23,6 +23,7 @@ from agents.drqv2 import DrQV2Agent
 from envs.dmc import TASKS, make_env
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import read_complete, seed_everything
+from rlplastic.monitor import make_monitor
 from rlplastic.replay import ReplayBuffer
 from rlplastic.rr import make_rr_controller
 from rlplastic.rundir import run_dir_for, variant_name
@@ -87,10 +88,11 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
-    """Construct env, eval env, augmentation, agent, replay and RR controller from the config."""
+    """Construct env, eval env, augmentation, agent, replay, RR controller and monitor from the config."""
     validate(cfg)
     device = resolve_device(cfg.device)
     rr = make_rr_controller(**OmegaConf.to_container(cfg.rr))
+    monitor = make_monitor(**OmegaConf.to_container(cfg.monitor, resolve=True))
     trainer_config = TrainerConfig(
         num_train_frames=cfg.num_train_frames, num_seed_frames=cfg.num_seed_frames,
         action_repeat=cfg.action_repeat, eval_every_frames=cfg.eval_every_frames,
@@ -118,7 +120,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         capacity=cfg.replay_buffer_size, frame_stack=train_env.frame_stack, nstep=cfg.nstep,
         discount=cfg.discount, frame_dtype=np.uint8 if cfg.obs_type == "pixels" else np.float32, seed=cfg.seed,
     )  # fmt: skip
-    return Trainer(agent, train_env, eval_env, replay, rr, run_dir, trainer_config, device=device, seed=cfg.seed)
+    return Trainer(
+        agent, train_env, eval_env, replay, rr, run_dir, trainer_config, device=device, seed=cfg.seed, monitor=monitor
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

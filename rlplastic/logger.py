@@ -144,20 +144,25 @@ class Logger:
 
         Flushes both sinks; pass the result back as ``resume`` when resuming.
         """
-        self.flush()
+        self.flush(durable=True)
         csv_bytes = self._csv_file.tell() if self._csv_file is not None else 0
         return {"frame": int(frame), "csv_bytes": csv_bytes}
 
-    def flush(self) -> None:
-        """Push buffered rows and events to disk (called before every checkpoint)."""
+    def flush(self, durable: bool = False) -> None:
+        """Push buffered rows and events to the OS, so they can be watched live.
+
+        Args:
+            durable: also fsync the CSV (before a checkpoint records its byte position).
+        """
         if self._tb is not None:
             self._tb.flush()
         if self._csv_file is not None:
             self._csv_file.flush()
-            os.fsync(self._csv_file.fileno())
+            if durable:
+                os.fsync(self._csv_file.fileno())
 
     def close(self) -> None:
-        self.flush()
+        self.flush(durable=True)
         if self._tb is not None:
             self._tb.close()
         if self._csv_file is not None:

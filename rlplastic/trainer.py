@@ -75,6 +75,7 @@ class Monitor(Protocol):
 
     def attach(self, agent: Any) -> None: ...
     def after_update(self, agent: Any, replay: ReplayBuffer, step: int) -> None: ...
+    def end_episode(self) -> None: ...
     def log_values(self) -> dict[str, Any]: ...
     def signals(self) -> dict[str, float]: ...
     def write_layout(self, tb_writer: Any) -> None: ...
@@ -353,6 +354,8 @@ class Trainer:
         if c.episode_step == 0:
             return
         c.episode += 1
+        if self.monitor is not None:  # closes the episode's FAU account before controllers read it
+            self.monitor.end_episode()
         self.logger.scalars({
             "train/episode_reward": c.episode_return,
             "train/episode_length": c.episode_step * self.config.action_repeat,
@@ -378,6 +381,7 @@ class Trainer:
         bar.set_postfix(fps=f"{floats['time/fps']:.0f}", eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}",
                         refresh=False)  # fmt: skip
         c.last_log_frame = self.frame
+        self.logger.flush()
         self._log_snapshot = self.stopwatch.snapshot()
 
     def profile(self) -> dict[str, Any] | None:
@@ -441,7 +445,8 @@ class Trainer:
             "logger": self.logger.position(self.frame),
             "config": asdict(self.config),
         }
-        return save_checkpoint(self.run_dir, state, self.frame)
+        with self.stopwatch.time("checkpoint"):
+            return save_checkpoint(self.run_dir, state, self.frame)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.counters = _Counters(**state["counters"])

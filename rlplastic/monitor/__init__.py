@@ -1,4 +1,5 @@
-"""Plasticity monitor: activation hooks and metric building blocks.
+"""Plasticity monitor: :class:`PlasticityMonitor` (what the trainer drives), activation hooks and
+the metric building blocks.
 
 Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
 rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
@@ -26,6 +27,7 @@ from rlplastic.monitor.curvature import (
     spectrum_top,
 )
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.monitor import METRIC_GROUPS, METRICS, MODULES, MonitorConfig, PlasticityMonitor, make_monitor
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -38,7 +40,12 @@ from rlplastic.monitor.rank import (
 )
 
 __all__ = [
+    "METRICS",
+    "METRIC_GROUPS",
+    "MODULES",
     "ActivationCapture",
+    "MonitorConfig",
+    "PlasticityMonitor",
     "bin_values",
     "dormant_mask",
     "dormant_ratio",
@@ -54,6 +61,7 @@ __all__ = [
     "last_layer_curvature",
     "last_layer_hessian",
     "last_layer_spectrum",
+    "make_monitor",
     "neural_collapse",
     "param_distance",
     "quantile_bins",

@@ -137,7 +137,9 @@ class ActivationCapture:
                 if name not in self._positive:
                     self._positive[name] = torch.zeros((), dtype=torch.int64, device=act.device)
                     self._total[name] = torch.zeros((), dtype=torch.int64, device=act.device)
-                self._positive[name] += (act > 0).sum()
+                # count_nonzero on the mask is ~2x cheaper than .sum() on CPU (no int64 widening of
+                # every element); strict > 0 keeps ReLU's -0.0 and NaN out, as the released definition.
+                self._positive[name] += torch.count_nonzero(act > 0)
                 self._total[name] += act.numel()
             if self.keep:
                 self._activations[name] = act.clone()

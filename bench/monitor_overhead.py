@@ -1,0 +1,169 @@
+"""Plasticity-monitor overhead: wall time per 1k agent steps with the monitor off, FAU alone, default, full.
+
+    python bench/monitor_overhead.py                         # DrQ-v2 sizes, batch 64, CPU (~10 min)
+    python bench/monitor_overhead.py --updates 10 --probes 1 # a quick look
+    python bench/monitor_overhead.py --device cuda --batch-size 256
+
+What is timed is the part of the loop the monitor touches: ``replay.sample`` + ``agent.update`` +
+``monitor.after_update``, at DrQ-v2 sizes (9×84×84 pixels, cheetah_run's 6-d actions, feature 50,
+hidden 1024) on a replay filled with random frames. The environment is not stepped, so the
+overhead ratios are upper bounds for a whole training loop (which also renders and steps physics).
+
+* Per-update hook cost: two identically seeded agents, one with the FAU hooks, run interleaved
+  blocks of updates (off, on, off, on, ...) so that machine drift hits both alike.
+* Probe cost: probes of the default and full configs are timed directly and amortised over their
+  cadence; a probe is one batch of ``probe_batch_size`` and, every ``curvature_every_probes`` probes,
+  the Hessian-vector-product metrics.
+
+With ``u`` updates per 1k agent steps (``1000 · rr``; DrQ-v2's RR 0.5 gives 500)::
+
+    per_1k = u · (t_update + t_hooks) + u / probe_every_updates · t_probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.drqv2 import DrQV2Agent  # noqa: E402
+from rlplastic.augment import RandomShift  # noqa: E402
+from rlplastic.monitor import PlasticityMonitor, make_monitor  # noqa: E402
+from rlplastic.replay import ReplayBuffer  # noqa: E402
+from rlplastic.system import tune_malloc  # noqa: E402
+
+CONFIG_DIR = ROOT / "configs" / "monitor"
+
+
+def load_monitor_config(name: str, seed: int, **overrides: Any) -> dict[str, Any]:
+    """``configs/monitor/<name>.yaml`` resolved against a minimal root (it interpolates ``${seed}``)."""
+    root = OmegaConf.create({"seed": seed, "monitor": OmegaConf.load(CONFIG_DIR / f"{name}.yaml")})
+    cfg = OmegaConf.to_container(root, resolve=True)["monitor"]
+    cfg.update(overrides)
+    return cfg
+
+
+def filled_replay(args: argparse.Namespace) -> ReplayBuffer:
+    """A replay of random 3×84×84 frames in 500-step episodes (DMC's length at action repeat 2)."""
+    rng = np.random.default_rng(args.seed)
+    replay = ReplayBuffer((3, 84, 84), (args.action_dim,), capacity=args.replay_size, frame_stack=3, nstep=3,
+                          seed=args.seed)  # fmt: skip
+    frame = lambda: rng.integers(0, 256, (3, 84, 84), dtype=np.uint8)  # noqa: E731
+    replay.add_first(frame())
+    for i in range(args.replay_size - 1):
+        last = i % 500 == 499
+        action = rng.uniform(-1, 1, args.action_dim).astype(np.float32)
+        replay.add(action, float(rng.random()), 1.0, frame(), last=last)
+        if last:
+            replay.add_first(frame())
+    return replay
+
+
+def make_agent(args: argparse.Namespace, device: torch.device) -> DrQV2Agent:
+    torch.manual_seed(args.seed)
+    return DrQV2Agent((9, 84, 84), (args.action_dim,), device=device, feature_dim=args.feature_dim,
+                      hidden_dim=args.hidden_dim, augmentation=RandomShift(pad=4), num_expl_steps=0)  # fmt: skip
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_updates(agent, monitor, replay, args, device, count: int) -> float:
+    """Seconds for ``count`` sample+update(+after_update) iterations, device work included."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(count):
+        batch = replay.sample(args.batch_size, device)
+        agent.update(batch, 10_000)
+        if monitor is not None:
+            monitor.after_update(agent, replay, 10_000)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_probes(agent, monitor: PlasticityMonitor, replay, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        monitor.probe(agent, replay, 10_000)  # reads its values back as floats: synchronous
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch per update")
+    parser.add_argument("--updates", type=int, default=60, help="timed updates per agent (monitored and not)")
+    parser.add_argument("--block", type=int, default=5, help="updates per interleaved block")
+    parser.add_argument("--probes", type=int, default=2, help="probes timed per config (default, full)")
+    parser.add_argument("--rr", type=float, default=0.5, help="updates per agent step, to convert to 1k steps")
+    parser.add_argument("--hidden-dim", type=int, default=1024)
+    parser.add_argument("--feature-dim", type=int, default=50)
+    parser.add_argument("--action-dim", type=int, default=6, help="cheetah_run has 6")
+    parser.add_argument("--replay-size", type=int, default=2000, help="random frames in the replay")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    tune_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    replay = filled_replay(args)
+    plain, hooked = make_agent(args, device), make_agent(args, device)
+    fau_only = make_monitor(**load_monitor_config("default", args.seed, metrics=["fau"], probe_every_updates=0))
+    fau_only.attach(hooked)
+
+    # warm-up (allocator, lazy init), then interleaved blocks
+    for agent, monitor in ((plain, None), (hooked, fau_only)):
+        time_updates(agent, monitor, replay, args, device, 2)
+    off, on = [], []
+    for _ in range(max(1, args.updates // args.block)):
+        off.append(time_updates(plain, None, replay, args, device, args.block) / args.block)
+        on.append(time_updates(hooked, fau_only, replay, args, device, args.block) / args.block)
+    t_off, t_on = statistics.median(off), statistics.median(on)
+
+    probes: dict[str, tuple[dict[str, Any], float]] = {}
+    for name in ("default", "full"):
+        cfg = load_monitor_config(name, args.seed)
+        monitor = make_monitor(**cfg)
+        agent = make_agent(args, device)
+        monitor.attach(agent)
+        time_updates(agent, monitor, replay, args, device, 1)  # the first update may probe (probe_at_start)
+        cycle = max(args.probes, cfg["curvature_every_probes"])  # cover a curvature cycle
+        probes[name] = (cfg, statistics.mean(time_probes(agent, monitor, replay, cycle)))
+
+    per_1k = 1000 * args.rr
+    rows = [("off", per_1k * t_off, None, None), ("fau alone", per_1k * t_on, None, None)]
+    for name, (cfg, t_probe) in probes.items():
+        every = cfg["probe_every_updates"]
+        amortised = per_1k / every * t_probe if every else 0.0
+        rows.append((name, per_1k * t_on + amortised, t_probe, every))
+
+    print(f"device {device} | batch {args.batch_size} | hidden {args.hidden_dim} | feature {args.feature_dim} | "
+          f"rr {args.rr:g} ({per_1k:g} updates per 1k agent steps) | {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"update (sample+update): off {t_off * 1e3:.1f} ms, with FAU hooks {t_on * 1e3:.1f} ms "
+          f"(median of {len(off)} interleaved blocks of {args.block})")  # fmt: skip
+    print(f"{'monitor':<10} {'s / 1k agent steps':>20} {'overhead':>9} {'probe s':>8} {'every N updates':>16}")
+    base = rows[0][1]
+    for name, seconds, t_probe, every in rows:
+        probe = "" if t_probe is None else f"{t_probe:.2f}"
+        print(f"{name:<10} {seconds:>20.1f} {seconds / base - 1:>9.1%} {probe:>8} {every or '':>16}")
+
+
+if __name__ == "__main__":
+    main()

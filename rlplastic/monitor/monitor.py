@@ -1,0 +1,603 @@
+r"""The plasticity monitor the trainer drives: FAU on every update, probe metrics every N updates.
+
+**Every update (on device, no host sync).** Forward hooks (:class:`ActivationCapture`, counting
+mode) on every ``nn.ReLU`` of each monitored module count ``#(activation > 0)`` and ``#activation``
+per layer. They count only inside the agent's loss forwards, signalled by its phase listener
+(``agent.add_phase_listener``): the encoder and critic inside ``critic_update``, the actor inside
+``actor_update``. That is the released Adaptive-RR definition of FAU (REFERENCE.md §2): the
+current, augmented training minibatch, strictly ``> 0``, pooled over layers as
+``Σ positives / Σ elements``. The critic forward inside the actor loss, the target computation
+and acting are not counted. FAU is pooled over the updates of a log window (:meth:`log_values`)
+and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_episode`).
+
+**Every ``probe_every_updates`` updates (a probe; it syncs and returns floats).** A probe batch of
+``probe_batch_size`` transitions is drawn from the replay with the monitor's own NumPy generator,
+and everything runs inside ``torch.random.fork_rng`` with torch seeded from that generator, so
+the training sample stream and torch RNG streams are untouched and a probe is reproducible.
+``agent.critic_probe(batch, step)`` freezes one augmentation draw, the encoder features and the
+TD targets, so the critic loss is one fixed function of the critic parameters. On it:
+
+* ``dormant`` (per ReLU layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
+  units): from the activations of each module's **first** forward inside ``critic_probe`` (for
+  DrQ-v2: the encoder on the probe observations, the actor in the TD target, i.e. on next-state
+  features), and for the critic from its forward in the frozen loss (both Q heads, batch actions).
+* ``srank`` (δ = ``srank_delta``), ``erank`` and ``feature_norm`` of each feature matrix of the
+  probe: ``encoder`` (encoder output) → ``encoder/…``; ``critic_penultimate`` (input of Q1's last
+  Linear) → ``critic/…``; ``critic_trunk`` → ``critic/trunk/…``; ``actor_trunk`` →
+  ``actor/trunk/…``. Features are **not centred** unless ``center_features`` (as the reference RL
+  code).
+* ``weight_norm`` (RMS over all parameter elements) and ``drift`` (L2 distance from the parameters
+  at attach time) per module; ``grad_norm`` of the frozen critic loss w.r.t. the critic.
+* Curvature of the frozen critic loss w.r.t. all critic parameters: ``hessian_top`` (power
+  iteration on Hessian-vector products), ``hessian_trace`` (Hutchinson, Rademacher probes),
+  ``sharpness`` S_ρ; and the exact last-layer Hessian of Q1 from the Gram identity,
+  ``last_layer_lambda_max`` and ``last_layer_srank``.
+* Neural collapse of the critic penultimate features with K equal-count quantile bins of the TD
+  target as classes: ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4``, ``nrc1``; the
+  protocol is documented in :mod:`rlplastic.monitor.collapse`.
+
+Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
+are the ReLU's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
+stable as long as the architecture is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers
+from rlplastic.monitor.collapse import neural_collapse
+from rlplastic.monitor.curvature import hessian_top_eigenvalue, hutchinson_trace, last_layer_curvature, sharpness
+from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.rank import (
+    effective_rank,
+    feature_norm,
+    param_distance,
+    singular_values,
+    snapshot_params,
+    srank,
+    weight_rms,
+)
+
+__all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "make_monitor"]
+
+#: Module names a config may list (``agent.named_modules_for_monitor()`` keys).
+MODULES: tuple[str, ...] = ("encoder", "actor", "critic")
+
+RANK_METRICS = ("srank", "erank")
+NORM_METRICS = ("weight_norm", "drift", "grad_norm", "feature_norm")
+#: Curvature metrics that need Hessian-vector products (the expensive ones).
+HVP_METRICS = ("hessian_top", "hessian_trace", "sharpness")
+CURVATURE_METRICS = (*HVP_METRICS, "last_layer_lambda_max", "last_layer_srank")
+COLLAPSE_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")
+#: Metrics computed at probe time (everything but FAU).
+PROBE_METRICS: tuple[str, ...] = ("dormant", *RANK_METRICS, *NORM_METRICS, *CURVATURE_METRICS, *COLLAPSE_METRICS)
+#: Every metric name a config may list.
+METRICS: tuple[str, ...] = ("fau", *PROBE_METRICS)
+#: Shorthands a config may list instead of single metric names.
+METRIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": METRICS,
+    "rank": RANK_METRICS,
+    "norms": NORM_METRICS,
+    "curvature": CURVATURE_METRICS,
+    "collapse": COLLAPSE_METRICS,
+}
+
+#: Which modules count FAU inside which agent phase (the loss forward of each network).
+PHASES: dict[str, tuple[str, ...]] = {"critic_update": ("encoder", "critic"), "actor_update": ("actor",)}
+
+# Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
+_RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
+
+
+@dataclass
+class MonitorConfig:
+    """Settings of :class:`PlasticityMonitor` (``configs/monitor/*.yaml`` hold the same keys).
+
+    Args:
+        name: the config's name (``default``, ``full``, ...), for the run's records only.
+        enabled: ``False`` turns the monitor off (:func:`make_monitor` then returns ``None``).
+        modules: modules to monitor, a subset of :data:`MODULES`. Modules without parameters (the
+            states-mode identity encoder) are skipped; modules without ReLUs get no FAU/dormant.
+        metrics: metric names from :data:`METRICS` and/or group names from :data:`METRIC_GROUPS`
+            (``all``, ``rank``, ``norms``, ``curvature``, ``collapse``). ``fau`` is the per-update
+            metric; all others are probe metrics.
+        probe_every_updates: run a probe every this many gradient updates; 0 never probes.
+        probe_at_start: also probe after the very first update (an initial reference point).
+        probe_batch_size: transitions per probe batch (>= ``nc_bins`` when collapse is measured).
+        curvature_every_probes: compute the Hessian-vector-product metrics (``hessian_top``,
+            ``hessian_trace``, ``sharpness``) on every this-many-th probe only; they dominate the
+            probe's cost.
+        dormant_tau: τ of the τ-dormant ratio (ReDo agents use 0.1; 0.025 is the logging default).
+        srank_delta: δ of srank (feature and last-layer Hessian ranks).
+        center_features: subtract per-unit means before srank / erank (the reference does not).
+        hessian_iters: maximum power iterations for ``hessian_top``.
+        hessian_tol: relative change of the eigenvalue estimate at which power iteration stops.
+        hutchinson_probes: Rademacher probe vectors for ``hessian_trace`` (>= 2).
+        sharpness_rho: radius ρ of the sharpness ascent step.
+        nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
+        seed: seed of the monitor's own generator (probe batches and probe torch seeds).
+    """
+
+    name: str = "default"
+    enabled: bool = True
+    modules: Sequence[str] = MODULES
+    metrics: Sequence[str] = ("all",)
+    probe_every_updates: int = 5000
+    probe_at_start: bool = True
+    probe_batch_size: int = 256
+    curvature_every_probes: int = 1
+    dormant_tau: float = 0.025
+    srank_delta: float = 0.01
+    center_features: bool = False
+    hessian_iters: int = 20
+    hessian_tol: float = 1e-3
+    hutchinson_probes: int = 10
+    sharpness_rho: float = 0.05
+    nc_bins: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Hydra hands over ListConfig; keep plain tuples of str
+        self.modules = _names(self.modules, "monitor.modules")
+        self.metrics = _names(self.metrics, "monitor.metrics")
+        # both name checks report together, so one run shows every bad name
+        problems = []
+        unknown = [m for m in self.modules if m not in MODULES]
+        if unknown:
+            problems.append(f"unknown monitor module(s) {unknown}: allowed are {list(MODULES)}")
+        unknown = [m for m in self.metrics if m not in METRICS and m not in METRIC_GROUPS]
+        if unknown:
+            problems.append(
+                f"unknown monitor metric(s) {unknown}: allowed are {list(METRICS)} or the groups {list(METRIC_GROUPS)}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        for key, minimum in _INT_MINIMA.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"monitor.{key}={value!r} must be an int >= {minimum}")
+        for key, (low, high, closed) in _FLOAT_RANGES.items():
+            value = getattr(self, key)
+            ok = not isinstance(value, bool) and isinstance(value, (int, float))
+            ok = ok and (low <= value <= high if closed else low < value < high)
+            if not ok:
+                brackets = "[]" if closed else "()"
+                raise ValueError(f"monitor.{key}={value!r} must be a number in {brackets[0]}{low}, {high}{brackets[1]}")
+        if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
+            raise ValueError(
+                f"monitor.probe_batch_size={self.probe_batch_size} is smaller than monitor.nc_bins={self.nc_bins}: "
+                "neural collapse needs at least one sample per bin"
+            )
+
+    @property
+    def metric_set(self) -> frozenset[str]:
+        """The enabled metric names, groups expanded."""
+        return frozenset(m for name in self.metrics for m in METRIC_GROUPS.get(name, (name,)))
+
+
+# minimum of each int field, and (low, high, closed?) of each float field of MonitorConfig
+_INT_MINIMA = {"probe_every_updates": 0, "probe_batch_size": 1, "curvature_every_probes": 1, "hessian_iters": 1,
+               "hutchinson_probes": 2, "nc_bins": 2, "seed": 0}  # fmt: skip
+_FLOAT_RANGES = {"dormant_tau": (0.0, 1.0, True), "srank_delta": (0.0, 1.0, False),
+                 "hessian_tol": (0.0, float("inf"), True), "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{what} must be a list of names, got {value!r}")
+    names = tuple(value)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{what} must be a list of names, got {list(names)!r}")
+    return names
+
+
+def make_monitor(**cfg: Any) -> PlasticityMonitor | None:
+    """Build the monitor from a config mapping (``make_monitor(**cfg.monitor)``).
+
+    :return: ``None`` when ``enabled`` is false (``monitor=off``).
+    :raises ValueError: for an unknown key, module or metric name, or an out-of-range value.
+    """
+    allowed = [f.name for f in fields(MonitorConfig)]
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown monitor config key(s) {unknown}: allowed are {allowed}")
+    config = MonitorConfig(**cfg)
+    return PlasticityMonitor(config) if config.enabled else None
+
+
+@contextmanager
+def _first_call(module: nn.Module, layers: Mapping[str, nn.Module]) -> Iterator[ActivationCapture]:
+    """Keep the ReLU outputs of ``module``'s first forward call made inside the block.
+
+    The module's own forward hook runs after those of its ReLUs, so it ends the recording once
+    the first call is complete; later calls (e.g. the next-state forward) leave them alone.
+    """
+    with ActivationCapture(layers, count=False, keep=True) as capture, ExitStack() as recording:
+        recording.enter_context(capture.recording())
+        handle = module.register_forward_hook(lambda *_: recording.close())
+        try:
+            yield capture
+        finally:
+            handle.remove()
+
+
+def _fau(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Pooled and per-layer FAU from ``(L, 2)`` counts ``[positive, total]`` (device tensors)."""
+    counts = counts.to(torch.float64 if counts.device.type != "mps" else torch.float32)
+    return counts[:, 0].sum() / counts[:, 1].sum(), counts[:, 0] / counts[:, 1]
+
+
+class PlasticityMonitor:
+    """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
+
+    Lifecycle: :meth:`attach` once (hooks and the phase listener); :meth:`after_update` after every
+    gradient update; :meth:`log_values` at each log; :meth:`end_episode` at each episode end (for
+    the per-episode FAU that Adaptive-RR uses); :meth:`signals` whenever a controller decides.
+    :meth:`load_state_dict` may come before or after :meth:`attach`.
+
+    Args:
+        config: the settings; ``MonitorConfig()`` by default.
+    """
+
+    def __init__(self, config: MonitorConfig | None = None) -> None:
+        self.config = config if config is not None else MonitorConfig()
+        self.updates = 0  # gradient updates seen
+        self.probes = 0  # probes run
+        self._metrics = self.config.metric_set
+        self._rng = np.random.default_rng([_RNG_STREAM, self.config.seed])
+        self._modules: dict[str, nn.Module] = {}
+        self._layers: dict[str, dict[str, nn.Module]] = {}  # ReLUs of modules that have any
+        self._captures: dict[str, ActivationCapture] = {}
+        self._phase_stacks: dict[str, ExitStack] = {}
+        self._device = torch.device("cpu")
+        # FAU counts, (L, 2) int64 [positive, total] per module: the open log window and episode,
+        # the last closed ones, and the very first update (Adaptive-RR's first reference)
+        self._window: dict[str, Tensor] = {}
+        self._episode: dict[str, Tensor] = {}
+        self._last_window: dict[str, Tensor] = {}
+        self._last_episode: dict[str, Tensor] = {}
+        self._first_update: dict[str, Tensor] = {}
+        self._window_updates = 0
+        self._episode_updates = 0
+        self._init_params: dict[str, dict[str, Tensor]] | None = None
+        self._probe_values: dict[str, float] = {}  # latest value of every probe metric
+        self._fresh: list[str] = []  # keys of the last probe not yet logged
+        self._probe_seconds = 0.0
+        self._pending_state: dict[str, Any] | None = None
+
+    # -- trainer protocol -------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._modules)
+
+    def attach(self, agent: Any) -> None:
+        """Hook the agent's monitored modules and register the phase listener (once)."""
+        if self.attached:
+            raise RuntimeError("PlasticityMonitor.attach called twice; build one monitor per agent")
+        available = agent.named_modules_for_monitor()
+        missing = [m for m in self.config.modules if m not in available]
+        if missing:
+            raise ValueError(f"monitor.modules {missing} are not offered by the agent: it has {list(available)}")
+        for name in self.config.modules:
+            module = available[name]
+            if next(module.parameters(), None) is None:
+                continue  # states-mode identity encoder: nothing to measure
+            self._modules[name] = module
+            layers = relu_layers(module)
+            if layers:
+                self._layers[name] = layers
+        if not self._modules:
+            raise ValueError(f"none of monitor.modules {list(self.config.modules)} has parameters to monitor")
+        self._device = next(next(iter(self._modules.values())).parameters()).device
+        if "fau" in self._metrics:
+            # count mode only: nothing is stored, and outside the loss phases the hooks return at once
+            self._captures = {name: ActivationCapture(layers, count=True) for name, layers in self._layers.items()}
+            for name, layers in self._layers.items():
+                for store in (self._window, self._episode):
+                    store[name] = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
+            agent.add_phase_listener(self._on_phase)
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self._apply_state(state)
+        elif "drift" in self._metrics:
+            self._init_params = {name: snapshot_params(module) for name, module in self._modules.items()}
+
+    def after_update(self, agent: Any, replay: Any, step: int) -> None:
+        """Account one gradient update; run a probe when one is due. No host sync unless probing."""
+        self.updates += 1
+        self._window_updates += 1
+        self._episode_updates += 1
+        if self.updates == 1 and self._captures:
+            self._first_update = {name: self._capture_counts(name) for name in self._captures}
+        every = self.config.probe_every_updates
+        due = (every > 0 and self.updates % every == 0) or (self.config.probe_at_start and self.updates == 1)
+        if due and self._metrics & set(PROBE_METRICS):
+            self.probe(agent, replay, step)
+
+    def log_values(self) -> dict[str, Any]:
+        """Tags for the logger: the window's FAU (device tensors) and the last probe if not yet logged.
+
+        Closes the FAU window: its counters are reset in place.
+        """
+        values: dict[str, Any] = {}
+        self._fold()
+        if self._window_updates:
+            for name, counts in self._window.items():
+                self._last_window[name] = counts.clone()
+                counts.zero_()
+            self._window_updates = 0
+            values.update(self._fau_values(self._last_window, "fau", prefix="plasticity/"))
+        if self._fresh:
+            values.update({f"plasticity/{key}": self._probe_values[key] for key in self._fresh})
+            values["time/probe_s"] = self._probe_seconds
+            self._fresh = []
+        return values
+
+    def end_episode(self) -> None:
+        """Close the episode's FAU account (call at each episode end); episodes without updates are skipped."""
+        self._fold()
+        if self._episode_updates:
+            for name, counts in self._episode.items():
+                self._last_episode[name] = counts.clone()
+                counts.zero_()
+            self._episode_updates = 0
+
+    def signals(self) -> dict[str, float]:
+        """The latest values as floats, keyed ``<module>/<metric>`` and ``<module>/<layer>/<metric>``.
+
+        ``<module>/fau``: FAU over the last **closed** log window; ``<module>/episode_fau``: over the
+        updates of the last finished episode (:meth:`end_episode`); ``<module>/first_update_fau``:
+        the very first update; plus every probe metric's latest value. Syncs once with the host.
+        """
+        tensors = self._fau_values(self._last_window, "fau")
+        tensors.update(self._fau_values(self._last_episode, "episode_fau", per_layer=False))
+        tensors.update(self._fau_values(self._first_update, "first_update_fau", per_layer=False))
+        out = dict(self._probe_values)
+        if tensors:
+            stacked = torch.stack([t.to(torch.float64).reshape(()) for t in tensors.values()]).cpu().tolist()
+            out.update(zip(tensors, stacked, strict=True))
+        return out
+
+    def write_layout(self, tb_writer: Any) -> None:
+        """Add the "Plasticity" custom-scalars dashboard to a TensorBoard ``SummaryWriter``."""
+        tb_writer.add_custom_scalars(layout())
+
+    # -- probe ------------------------------------------------------------------------------------
+
+    def probe(self, agent: Any, replay: Any, step: int) -> dict[str, float]:
+        """Measure the probe metrics now on a fresh probe batch; returns (and stores) them.
+
+        Leaves training untouched: the replay's own sampler, torch's RNG streams, parameters,
+        ``.grad`` fields and optimizer states are as before.
+        """
+        if not self.attached:
+            raise RuntimeError("PlasticityMonitor.probe before attach(agent)")
+        start = time.perf_counter()
+        seed = int(self._rng.integers(2**63))
+        devices = [self._device.index or 0] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            if self._device.type == "cuda":
+                with torch.cuda.device(self._device):
+                    torch.cuda.manual_seed(seed)
+            batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
+            values = self._measure(agent, batch, step, seed)
+        self.probes += 1
+        self._probe_values.update(values)
+        self._fresh = list(values)
+        self._probe_seconds = time.perf_counter() - start
+        return values
+
+    def _measure(self, agent: Any, batch: Any, step: int, seed: int) -> dict[str, float]:
+        metrics, cfg, out = self._metrics, self.config, {}
+        with ExitStack() as stack:
+            first_calls = {}
+            if "dormant" in metrics:
+                first_calls = {
+                    name: stack.enter_context(_first_call(self._modules[name], layers))
+                    for name, layers in self._layers.items()
+                    if name != "critic"
+                }
+            probe = agent.critic_probe(batch, step)
+        activations = {name: capture.activations for name, capture in first_calls.items()}
+        if "dormant" in metrics and "critic" in self._layers:
+            # the critic's activations from the frozen loss forward: both Q heads, batch actions
+            capture = ActivationCapture(self._layers["critic"], count=False, keep=True)
+            with capture, capture.recording(), torch.no_grad():
+                probe.loss_fn()
+            activations["critic"] = capture.activations
+
+        for name, acts in activations.items():
+            layers = [layer for layer in self._layers[name] if layer in acts]
+            if not layers:
+                continue
+            for layer in layers:
+                out[f"{name}/{layer}/dormant"] = float(dormant_ratio(acts[layer], cfg.dormant_tau))
+            total = dormant_ratio_over_layers([acts[layer] for layer in layers], cfg.dormant_tau)
+            out[f"{name}/dormant"] = float(total)
+        del activations, first_calls
+
+        for key, phi in probe.features.items():
+            tag = self._feature_tag(key)
+            if tag is None:
+                continue
+            if metrics & set(RANK_METRICS):
+                sv = singular_values(phi, center=cfg.center_features)
+                if "srank" in metrics:
+                    out[f"{tag}/srank"] = float(srank(sv, cfg.srank_delta))
+                if "erank" in metrics:
+                    out[f"{tag}/erank"] = float(effective_rank(sv))
+            if "feature_norm" in metrics:
+                out[f"{tag}/feature_norm"] = float(feature_norm(phi))
+
+        for name, module in self._modules.items():
+            if "weight_norm" in metrics:
+                out[f"{name}/weight_norm"] = float(weight_rms(module))
+            if "drift" in metrics and self._init_params is not None:
+                out[f"{name}/drift"] = float(param_distance(module, self._init_params[name]))
+
+        if "critic" in self._modules:
+            out.update(self._critic_metrics(probe, seed))
+        return out
+
+    def _critic_metrics(self, probe: Any, seed: int) -> dict[str, float]:
+        """Gradient norm, curvature and collapse of the frozen critic loss (``critic/…``)."""
+        metrics, cfg, out = self._metrics, self.config, {}
+        if "grad_norm" in metrics:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(probe.loss_fn(), probe.params, allow_unused=True)
+            squares = [g.detach().to(torch.float32).square().sum() for g in grads if g is not None]
+            out["critic/grad_norm"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+        # the HVP metrics dominate a probe's cost, so they may run on every k-th probe only
+        if self.probes % cfg.curvature_every_probes == 0:
+            generator = torch.Generator(device=probe.params[0].device).manual_seed(seed)
+            with torch.enable_grad():
+                if "hessian_top" in metrics:
+                    out["critic/hessian_top"] = hessian_top_eigenvalue(
+                        probe.loss_fn, probe.params, cfg.hessian_iters, cfg.hessian_tol, generator
+                    )[0]
+                if "hessian_trace" in metrics:
+                    out["critic/hessian_trace"] = hutchinson_trace(
+                        probe.loss_fn, probe.params, cfg.hutchinson_probes, generator
+                    )[0]
+                if "sharpness" in metrics:
+                    out["critic/sharpness"] = sharpness(probe.loss_fn, probe.params, cfg.sharpness_rho)
+        penultimate = probe.features.get("critic_penultimate")
+        if penultimate is not None and metrics & {"last_layer_lambda_max", "last_layer_srank"}:
+            curvature = last_layer_curvature(penultimate, with_bias=True, delta=cfg.srank_delta)
+            out["critic/last_layer_lambda_max"] = curvature["lambda_max"]
+            out["critic/last_layer_srank"] = curvature["srank"]
+        if penultimate is not None and metrics & set(COLLAPSE_METRICS):
+            collapse = neural_collapse(
+                penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
+            )
+            out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
+        return {k: float(v) for k, v in out.items()}
+
+    def _feature_tag(self, key: str) -> str | None:
+        """``encoder`` → ``encoder``; ``critic_penultimate`` → ``critic``; ``critic_trunk`` → ``critic/trunk``."""
+        module, _, part = key.partition("_")
+        if module not in self._modules:
+            return None
+        return module if part in ("", "penultimate") else f"{module}/{part}"
+
+    # -- FAU bookkeeping --------------------------------------------------------------------------
+
+    def _on_phase(self, phase: str, active: bool) -> None:
+        """Phase listener: count FAU only in the loss forward of each network."""
+        if active:
+            stack = self._phase_stacks.setdefault(phase, ExitStack())
+            for name in PHASES.get(phase, ()):
+                if name in self._captures:
+                    stack.enter_context(self._captures[name].recording())
+        elif phase in self._phase_stacks:
+            self._phase_stacks[phase].close()
+
+    def _capture_counts(self, name: str) -> Tensor:
+        """The capture's counts since its last reset, as ``(L, 2)`` int64 (layers not called: 0)."""
+        counts = self._captures[name].counts()
+        zero = torch.zeros(2, dtype=torch.int64, device=self._device)
+        return torch.stack([torch.stack(counts[layer]) if layer in counts else zero for layer in self._layers[name]])
+
+    def _fold(self) -> None:
+        """Move the captures' counts into the window and episode accounts (device ops only)."""
+        for name, capture in self._captures.items():
+            if not capture.counts():
+                continue
+            current = self._capture_counts(name)
+            self._window[name] += current
+            self._episode[name] += current
+            capture.reset()
+
+    def _fau_values(
+        self, counts: Mapping[str, Tensor], metric: str, prefix: str = "", per_layer: bool = True
+    ) -> dict[str, Tensor]:
+        """``{prefix}<module>/{metric}`` (and per layer) from ``(L, 2)`` counts; still device tensors."""
+        values = {}
+        for name, module_counts in counts.items():
+            pooled, layer_fau = _fau(module_counts)
+            values[f"{prefix}{name}/{metric}"] = pooled
+            if per_layer:
+                for i, layer in enumerate(self._layers[name]):
+                    values[f"{prefix}{name}/{layer}/{metric}"] = layer_fau[i]
+        return values
+
+    # -- checkpointing ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, RNG, initial parameters, latest probe values and FAU accounts (tensors and plain Python)."""
+        self._fold()  # bookkeeping only: moves captured counts into the accounts, changes no value
+        return {
+            "updates": self.updates,
+            "probes": self.probes,
+            "rng": self._rng.bit_generator.state,
+            "layers": {name: list(layers) for name, layers in self._layers.items()},
+            "init_params": self._init_params,
+            "probe_values": dict(self._probe_values),
+            "fresh": list(self._fresh),
+            "probe_seconds": self._probe_seconds,
+            "window": dict(self._window),
+            "episode": dict(self._episode),
+            "last_window": dict(self._last_window),
+            "last_episode": dict(self._last_episode),
+            "first_update": dict(self._first_update),
+            "window_updates": self._window_updates,
+            "episode_updates": self._episode_updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`; before :meth:`attach` it is applied at attach time."""
+        if not self.attached:
+            self._pending_state = dict(state)
+            return
+        self._apply_state(state)
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        layers = {name: list(layers) for name, layers in self._layers.items()}
+        if state["layers"] != layers:
+            raise ValueError(f"monitor state was saved for layers {state['layers']}, this agent has {layers}")
+        self.updates, self.probes = int(state["updates"]), int(state["probes"])
+        self._rng.bit_generator.state = state["rng"]
+        if state["init_params"] is not None:
+            self._init_params = {
+                name: {key: value.to(self._device) for key, value in params.items()}
+                for name, params in state["init_params"].items()
+            }
+        self._probe_values = dict(state["probe_values"])
+        self._fresh = list(state["fresh"])
+        self._probe_seconds = float(state["probe_seconds"])
+        for key in ("window", "episode", "last_window", "last_episode", "first_update"):
+            store = getattr(self, f"_{key}")
+            store.clear()
+            store.update({name: t.to(self._device) for name, t in state[key].items()})
+        for capture in self._captures.values():
+            capture.reset()
+        self._window_updates = int(state["window_updates"])
+        self._episode_updates = int(state["episode_updates"])
+
+
+def layout() -> dict[str, dict[str, list]]:
+    """The custom-scalars layout of the "Plasticity" dashboard (``SummaryWriter.add_custom_scalars``)."""
+    metric = lambda *names: rf"plasticity/[^/]+(/[^/]+)?/({'|'.join(names)})$"  # noqa: E731
+    return {
+        "Plasticity": {
+            "FAU": ["Multiline", [r"plasticity/(encoder|actor|critic)/fau$"]],
+            "FAU per layer": ["Multiline", [r"plasticity/[^/]+/[^/]+/fau$"]],
+            "Dormant": ["Multiline", [metric("dormant")]],
+            "Rank": ["Multiline", [metric(*RANK_METRICS)]],
+            "Norms": ["Multiline", [metric(*NORM_METRICS)]],
+            "Curvature": ["Multiline", [metric(*CURVATURE_METRICS)]],
+            "Collapse": ["Multiline", [metric(*COLLAPSE_METRICS)]],
+            "RR and events": ["Multiline", [r"rr/value$", r"events/.*"]],
+        }
+    }

@@ -1,0 +1,469 @@
+"""PlasticityMonitor on a real (tiny) DrQ-v2 agent: FAU against an independent computation,
+training left untouched, checkpoints, config errors, and an end-to-end run that logs every tag."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from agents.drqv2 import DrQV2Agent
+from rlplastic.augment import RandomShift
+from rlplastic.logger import read_scalars_csv
+from rlplastic.monitor import MonitorConfig, PlasticityMonitor, make_monitor
+from rlplastic.replay import ReplayBuffer
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDE = 32  # small frames keep the conv encoder cheap; the encoder is DrQ-v2's for any size
+ACTION_DIM = 2
+LAYERS = {
+    "encoder": ["convnet.1", "convnet.3", "convnet.5", "convnet.7"],
+    "actor": ["policy.1", "policy.3"],
+    "critic": ["Q1.1", "Q1.3", "Q2.1", "Q2.3"],
+}
+# small probes: a few HVPs, K = 4 bins on 8 samples
+TINY_PROBE = dict(probe_batch_size=8, nc_bins=4, hessian_iters=3, hutchinson_probes=2)
+
+
+def make_agent(obs_type: str = "pixels", seed: int = 0) -> DrQV2Agent:
+    torch.manual_seed(seed)
+    obs_shape = (9, SIDE, SIDE) if obs_type == "pixels" else (5,)
+    aug = RandomShift(pad=4) if obs_type == "pixels" else None
+    return DrQV2Agent(obs_shape, (ACTION_DIM,), obs_type=obs_type, augmentation=aug, feature_dim=8, hidden_dim=16,
+                      stddev_schedule="linear(1.0,0.1,1000)", num_expl_steps=0)  # fmt: skip
+
+
+def make_replay(obs_type: str = "pixels", seed: int = 0) -> ReplayBuffer:
+    """60 random steps in two episodes."""
+    rng = np.random.default_rng(seed)
+    if obs_type == "pixels":
+        shape, stack, dtype = (3, SIDE, SIDE), 3, np.uint8
+        frame = lambda: rng.integers(0, 256, shape, dtype=np.uint8)  # noqa: E731
+    else:
+        shape, stack, dtype = (5,), 1, np.float32
+        frame = lambda: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    replay = ReplayBuffer(shape, (ACTION_DIM,), capacity=100, frame_stack=stack, nstep=3, frame_dtype=dtype, seed=seed)
+    replay.add_first(frame())
+    for i in range(60):
+        replay.add(rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), float(rng.random()), 1.0, frame(), last=i == 29)
+        if i == 29:
+            replay.add_first(frame())
+    return replay
+
+
+def run_updates(agent, replay, monitor, count: int, batch_size: int = 4) -> list[dict]:
+    metrics = []
+    for _ in range(count):
+        metrics.append(agent.update(replay.sample(batch_size), step=100))
+        if monitor is not None:
+            monitor.after_update(agent, replay, step=100)
+    return metrics
+
+
+# -- FAU against the released definition, computed by hand -----------------------------------------
+
+
+class ForwardRecorder:
+    """Records the inputs of every call of the agent's encoder, actor and critic, with the agent phase
+    active at the time, plus the parameters before the update (for an independent recomputation)."""
+
+    def __init__(self, agent: DrQV2Agent) -> None:
+        self.phase: str | None = None
+        self.calls: list[tuple[str, str | None, tuple]] = []
+        agent.add_phase_listener(self._listen)
+        for name, module in agent.named_modules_for_monitor().items():
+            module.register_forward_pre_hook(self._hook(name))
+        self.agent = agent
+
+    def _listen(self, phase: str, active: bool) -> None:
+        self.phase = phase if active else None
+
+    def _hook(self, name: str):
+        def hook(module, args):
+            self.calls.append((name, self.phase, tuple(a.detach().clone() if torch.is_tensor(a) else a for a in args)))
+
+        return hook
+
+    def snapshot(self) -> None:
+        self.calls.clear()
+        self.params = {
+            name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+            for name, module in self.agent.named_modules_for_monitor().items()
+        }
+
+
+def _trunk(p: dict, x: torch.Tensor) -> torch.Tensor:
+    h = F.linear(x, p["trunk.0.weight"], p["trunk.0.bias"])
+    return torch.tanh(F.layer_norm(h, h.shape[-1:], p["trunk.1.weight"], p["trunk.1.bias"]))
+
+
+def _mlp_relus(p: dict, prefix: str, x: torch.Tensor) -> list[torch.Tensor]:
+    a1 = torch.relu(F.linear(x, p[f"{prefix}.0.weight"], p[f"{prefix}.0.bias"]))
+    a2 = torch.relu(F.linear(a1, p[f"{prefix}.2.weight"], p[f"{prefix}.2.bias"]))
+    return [a1, a2]
+
+
+def manual_relus(name: str, p: dict, args: tuple) -> list[torch.Tensor]:
+    """The ReLU outputs of one forward of ``name``, recomputed from its weights (no module call)."""
+    if name == "encoder":
+        x, outs = args[0] / 255.0 - 0.5, []
+        for i, stride in zip((0, 2, 4, 6), (2, 1, 1, 1), strict=True):
+            x = torch.relu(F.conv2d(x, p[f"convnet.{i}.weight"], p[f"convnet.{i}.bias"], stride=stride))
+            outs.append(x)
+        return outs
+    if name == "actor":
+        return _mlp_relus(p, "policy", _trunk(p, args[0]))
+    h = torch.cat([_trunk(p, args[0]), args[1]], dim=-1)
+    return _mlp_relus(p, "Q1", h) + _mlp_relus(p, "Q2", h)
+
+
+def released_counts(recorder: ForwardRecorder, name: str, phases: set) -> np.ndarray:
+    """(layers, 2) [#>0, #elements] of every recorded call of ``name`` in one of ``phases``."""
+    counts = np.zeros((len(LAYERS[name]), 2), dtype=np.int64)
+    for module, phase, args in recorder.calls:
+        if module == name and phase in phases:
+            for i, act in enumerate(manual_relus(name, recorder.params[name], args)):
+                counts[i] += [int((act > 0).sum()), act.numel()]
+    return counts
+
+
+def test_fau_equals_released_definition_and_counts_only_loss_forwards():
+    agent, replay = make_agent("pixels"), make_replay("pixels")
+    monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
+    monitor.attach(agent)
+    recorder = ForwardRecorder(agent)
+    loss_phase = {"encoder": "critic_update", "critic": "critic_update", "actor": "actor_update"}
+    released = {name: np.zeros((len(layers), 2), dtype=np.int64) for name, layers in LAYERS.items()}
+    every_call = {name: np.zeros((len(layers), 2), dtype=np.int64) for name, layers in LAYERS.items()}
+    for _ in range(2):
+        recorder.snapshot()
+        run_updates(agent, replay, monitor, 1)
+        for name in LAYERS:
+            released[name] += released_counts(recorder, name, {loss_phase[name]})
+            every_call[name] += released_counts(recorder, name, {loss_phase[name], None})
+
+    values = monitor.log_values()
+    for name, layers in LAYERS.items():
+        counts = released[name]
+        pooled = counts[:, 0].sum() / counts[:, 1].sum()
+        assert float(values[f"plasticity/{name}/fau"]) == pytest.approx(pooled, abs=1e-12)
+        for i, layer in enumerate(layers):
+            per_layer = counts[i, 0] / counts[i, 1]
+            assert float(values[f"plasticity/{name}/{layer}/fau"]) == pytest.approx(per_layer, abs=1e-12)
+        # the other forwards (critic in the actor loss, actor in the TD target, encoder on next_obs)
+        # would change the value: they ran, and the monitor left them out
+        assert every_call[name][:, 1].sum() == 2 * counts[:, 1].sum()
+        pooled_all = every_call[name][:, 0].sum() / every_call[name][:, 1].sum()
+        assert float(values[f"plasticity/{name}/fau"]) != pytest.approx(pooled_all, abs=1e-9)
+
+
+def test_fau_windows_episodes_and_first_update():
+    agent, replay = make_agent("states"), make_replay("states")
+    monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
+    monitor.attach(agent)
+    assert monitor.log_values() == {}  # no update yet (seed frames): no FAU tags
+    run_updates(agent, replay, monitor, 1)
+    first = {k: float(v) for k, v in monitor.log_values().items()}
+    assert "plasticity/encoder/fau" not in first  # the states encoder is an Identity: not monitored
+    run_updates(agent, replay, monitor, 2)
+    monitor.end_episode()  # episode = updates 1..3, window = updates 2..3
+    second = {k: float(v) for k, v in monitor.log_values().items()}
+    signals = monitor.signals()
+    assert signals["critic/first_update_fau"] == pytest.approx(first["plasticity/critic/fau"])
+    assert signals["critic/fau"] == pytest.approx(second["plasticity/critic/fau"])
+    assert signals["critic/Q2.3/fau"] == pytest.approx(second["plasticity/critic/Q2.3/fau"])
+    # the episode pools the first window (1 update) and the second (2 updates) by counts
+    pooled = (first["plasticity/critic/fau"] + 2 * second["plasticity/critic/fau"]) / 3
+    assert signals["critic/episode_fau"] == pytest.approx(pooled)
+    monitor.end_episode()  # an episode without updates leaves the last one in place
+    assert monitor.signals()["critic/episode_fau"] == signals["critic/episode_fau"]
+    assert set(monitor.signals()) >= {"actor/fau", "actor/episode_fau", "actor/policy.1/fau"}
+
+
+def test_after_update_does_not_sync_with_the_host(monkeypatch):
+    agent, replay = make_agent("states"), make_replay("states")
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=10, probe_at_start=False, **TINY_PROBE))
+    monitor.attach(agent)
+    run_updates(agent, replay, monitor, 1)
+    agent.update(replay.sample(4), step=100)
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync in after_update")
+
+    for method in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, method, sync)
+    monitor.after_update(agent, replay, step=100)  # no probe due
+    monkeypatch.undo()
+    assert monitor.updates == 2
+
+
+# -- training is untouched ------------------------------------------------------------------------
+
+
+def test_monitor_leaves_updates_rng_and_replay_stream_unchanged():
+    """Hooks and probes (every metric, probe every 2 updates) change no loss, parameter, RNG or sample."""
+    runs = []
+    for monitored in (False, True):
+        agent, replay = make_agent("pixels", seed=3), make_replay("pixels", seed=3)
+        monitor = None
+        if monitored:
+            monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=2, **TINY_PROBE))
+            monitor.attach(agent)
+        torch.manual_seed(7)
+        metrics = run_updates(agent, replay, monitor, 4)
+        runs.append((agent, replay, metrics, torch.get_rng_state(), monitor))
+    (agent_a, replay_a, metrics_a, rng_a, _), (agent_b, replay_b, metrics_b, rng_b, monitor) = runs
+    assert monitor.probes == 3  # after updates 1 (start), 2 and 4
+    for ma, mb in zip(metrics_a, metrics_b, strict=True):
+        assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+    for name in ("encoder", "actor", "critic", "critic_target"):
+        for pa, pb in zip(getattr(agent_a, name).parameters(), getattr(agent_b, name).parameters(), strict=True):
+            assert torch.equal(pa, pb)
+            assert pb.grad is None or torch.equal(pa.grad, pb.grad)
+    for name, opt in agent_a.optimizers().items():
+        state_a, state_b = opt.state_dict()["state"], agent_b.optimizers()[name].state_dict()["state"]
+        assert all(torch.equal(state_a[i]["exp_avg"], state_b[i]["exp_avg"]) for i in state_a)
+    assert torch.equal(rng_a, rng_b)
+    assert all(torch.equal(x, y) for x, y in zip(replay_a.sample(4), replay_b.sample(4), strict=True))
+
+
+def test_hooks_do_not_change_module_outputs():
+    agent = make_agent("pixels")
+    obs = torch.randint(0, 256, (3, 9, SIDE, SIDE), dtype=torch.uint8).float()
+    action = torch.rand(3, ACTION_DIM)
+    before = agent.critic(agent.encoder(obs), action)
+    monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
+    monitor.attach(agent)
+    for phase in ("critic_update", "actor_update"):
+        monitor._on_phase(phase, True)  # hooks recording, as inside an update
+    after = agent.critic(agent.encoder(obs), action)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def _roundtrip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            _assert_same_state(a[key], b[key])
+        elif torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("load_first", [True, False])
+def test_state_dict_round_trip_resumes_exactly(load_first):
+    config = MonitorConfig(probe_every_updates=3, **TINY_PROBE)
+    agent, replay = make_agent("states", seed=1), make_replay("states")
+    monitor = PlasticityMonitor(config)
+    monitor.attach(agent)
+    run_updates(agent, replay, monitor, 4)
+    monitor.end_episode()
+    run_updates(agent, replay, monitor, 1)
+    state = _roundtrip(monitor.state_dict())
+
+    # a resumed agent starts from another init, then loads the weights: drift must still use the first init
+    resumed_agent, resumed_replay = make_agent("states", seed=2), make_replay("states")
+    resumed_agent.load_state_dict(_roundtrip(agent.state_dict()))  # no tensors shared with agent
+    resumed_replay.load_state_dict(replay.state_dict())
+    resumed = PlasticityMonitor(config)
+    if load_first:  # the order of a resume: the trainer attaches in its constructor, loads later
+        resumed.load_state_dict(state)
+        resumed.attach(resumed_agent)
+    else:
+        resumed.attach(resumed_agent)
+        resumed.load_state_dict(state)
+    _assert_same_state(monitor.state_dict(), resumed.state_dict())
+    assert resumed.signals() == monitor.signals()
+
+    # the next window, episode and probe agree exactly
+    torch.manual_seed(0)
+    run_updates(agent, replay, monitor, 1)  # update 6: a probe
+    torch.manual_seed(0)
+    run_updates(resumed_agent, resumed_replay, resumed, 1)
+    monitor.end_episode(), resumed.end_episode()
+    assert {k: float(v) for k, v in resumed.log_values().items() if k != "time/probe_s"} == {
+        k: float(v) for k, v in monitor.log_values().items() if k != "time/probe_s"
+    }
+    assert resumed.signals() == monitor.signals()
+
+
+def test_probes_are_reproducible_and_cover_every_metric():
+    values = []
+    for _ in range(2):
+        agent, replay = make_agent("pixels"), make_replay("pixels")
+        monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, probe_at_start=False, **TINY_PROBE))
+        monitor.attach(agent)
+        values.append(monitor.probe(agent, replay, step=100))
+    assert values[0] == values[1]
+    expected = {f"{m}/{metric}" for m in LAYERS for metric in ("dormant", "weight_norm", "drift")}
+    expected |= {f"{m}/{layer}/dormant" for m, layers in LAYERS.items() for layer in layers}
+    expected |= {f"{f}/{metric}" for f in ("encoder", "critic", "critic/trunk", "actor/trunk")
+                 for metric in ("srank", "erank", "feature_norm")}  # fmt: skip
+    expected |= {f"critic/{metric}" for metric in ("grad_norm", "hessian_top", "hessian_trace", "sharpness",
+                                                   "last_layer_lambda_max", "last_layer_srank", "nc1", "nc2_equinorm",
+                                                   "nc2_equiangular", "nc3", "nc4", "nrc1")}  # fmt: skip
+    assert set(values[0]) == expected
+    assert all(isinstance(v, float) and np.isfinite(v) for v in values[0].values())
+    assert values[0]["critic/drift"] == 0.0  # nothing trained since attach
+
+
+# -- configs --------------------------------------------------------------------------------------
+
+
+def test_config_names_are_validated_in_one_error():
+    with pytest.raises(ValueError, match=r"unknown monitor module\(s\) \['policy'\]: allowed are \['encoder'"):
+        MonitorConfig(modules=["encoder", "policy"])
+    with pytest.raises(ValueError, match=r"unknown monitor metric\(s\) \['dormancy'\]: allowed are \['fau'") as err:
+        MonitorConfig(metrics=["fau", "dormancy"])
+    assert "nrc1" in str(err.value) and "curvature" in str(err.value)  # lists metrics and groups
+    with pytest.raises(ValueError, match=r"module\(s\) \['trunk'\].*metric\(s\) \['rank2'\]"):
+        make_monitor(modules=["trunk"], metrics=["rank2"])
+    with pytest.raises(ValueError, match=r"unknown monitor config key\(s\) \['probe_evry'\]: allowed are"):
+        make_monitor(probe_evry=10)
+    with pytest.raises(ValueError, match="probe_batch_size=4 is smaller than monitor.nc_bins=10"):
+        MonitorConfig(probe_batch_size=4)
+    with pytest.raises(ValueError, match="hessian_iters=0 must be an int >= 1"):
+        MonitorConfig(hessian_iters=0)
+    with pytest.raises(ValueError, match="srank_delta=1.0 must be a number in"):
+        MonitorConfig(srank_delta=1.0)
+    assert MonitorConfig(metrics=["rank", "nc1"]).metric_set == {"srank", "erank", "nc1"}
+    assert make_monitor(enabled=False) is None
+
+    class NoEncoderAgent:
+        def named_modules_for_monitor(self):
+            return {"critic": torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())}
+
+    with pytest.raises(ValueError, match=r"monitor.modules \['encoder', 'actor'\] are not offered by the agent"):
+        PlasticityMonitor().attach(NoEncoderAgent())
+
+
+def compose_monitor(name: str) -> dict:
+    """The ``monitor`` group composed into the main config by Hydra (appended if not a default yet)."""
+    defaults = OmegaConf.load(ROOT / "configs" / "config.yaml").defaults
+    in_defaults = any(isinstance(d, DictConfig) and "monitor" in d for d in defaults)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"{'' if in_defaults else '+'}monitor={name}", "seed=5"])
+    return OmegaConf.to_container(cfg.monitor, resolve=True)
+
+
+def test_monitor_configs_compose():
+    default, full, off = (compose_monitor(name) for name in ("default", "full", "off"))
+    assert make_monitor(**off) is None
+    default_monitor, full_monitor = make_monitor(**default), make_monitor(**full)
+    assert default_monitor.config.seed == full_monitor.config.seed == 5  # the run seed
+    assert default_monitor.config.metric_set == full_monitor.config.metric_set == set(MonitorConfig().metric_set)
+    assert full_monitor.config.probe_every_updates < default_monitor.config.probe_every_updates
+    assert set(default) == set(full) == {f for f in MonitorConfig.__dataclass_fields__}
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+
+def expected_tags() -> set[str]:
+    """Every plasticity tag the full monitor logs for the pixel DrQ-v2 agent."""
+    tags = {"time/probe_s"}
+    for module, layers in LAYERS.items():
+        for metric in ("fau", "dormant"):
+            tags |= {f"plasticity/{module}/{metric}"} | {f"plasticity/{module}/{layer}/{metric}" for layer in layers}
+        tags |= {f"plasticity/{module}/weight_norm", f"plasticity/{module}/drift"}
+    for features in ("encoder", "critic", "critic/trunk", "actor/trunk"):
+        tags |= {f"plasticity/{features}/{m}" for m in ("srank", "erank", "feature_norm")}
+    critic = ("grad_norm", "hessian_top", "hessian_trace", "last_layer_lambda_max", "last_layer_srank", "sharpness",
+              "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")  # fmt: skip
+    return tags | {f"plasticity/critic/{m}" for m in critic}
+
+
+def test_end_to_end_full_monitor_writes_every_tag_and_the_layout(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from envs.dmc import make_env
+    from rlplastic.checkpoint import load_checkpoint
+    from rlplastic.rr import StaticRR
+    from rlplastic.trainer import Trainer, TrainerConfig
+
+    repeat = 8
+    env_kwargs = dict(obs_type="pixels", frame_stack=3, action_repeat=repeat, img_size=SIDE)
+    train_env = make_env("cartpole_balance", seed=0, **env_kwargs)
+    eval_env = make_env("cartpole_balance", seed=1, **env_kwargs)
+    agent = DrQV2Agent(train_env.observation_space.shape, train_env.action_space.shape, feature_dim=8,
+                       hidden_dim=16, augmentation=RandomShift(pad=4), stddev_schedule="linear(1.0,0.1,1000)",
+                       num_expl_steps=0)  # fmt: skip
+    replay = ReplayBuffer(train_env.frame_shape, train_env.action_space.shape, capacity=200, frame_stack=3, nstep=3)
+    full = compose_monitor("full")
+    full.update(probe_every_updates=8, **TINY_PROBE)  # the full config, scaled down to 20 updates
+    config = TrainerConfig(num_train_frames=30 * repeat, num_seed_frames=10 * repeat, action_repeat=repeat,
+                           eval_every_frames=1000 * repeat, num_eval_episodes=0, batch_size=4,
+                           log_every_frames=10 * repeat, save_every_frames=0, save_video=False,
+                           progress=False)  # fmt: skip
+    monitor = make_monitor(**full)
+    trainer = Trainer(agent, train_env, eval_env, replay, StaticRR(1), tmp_path, config, monitor=monitor)
+    assert trainer.run()["status"] == "complete"
+    assert monitor.updates == 20 and monitor.probes == 3  # after updates 1, 8 and 16
+
+    scalars = read_scalars_csv(tmp_path / "scalars.csv")
+    logged = {tag for tag in scalars if tag.startswith("plasticity/") or tag == "time/probe_s"}
+    assert logged == expected_tags()
+    assert all(np.isfinite(value) for tag in logged for _, value in scalars[tag])
+    assert [frame for frame, _ in scalars["plasticity/critic/fau"]] == [20 * repeat, 30 * repeat]
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert "plasticity/critic/nc1" in events.Tags()["scalars"]
+    proto = events.Tensors("custom_scalars__config__")[0].tensor_proto
+    layout = layout_pb2.Layout.FromString(proto.string_val[0])
+    (category,) = layout.category
+    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
+    assert category.title == "Plasticity"
+    assert {"FAU", "Dormant", "Rank", "Norms", "Curvature", "Collapse", "RR and events"} <= set(charts)
+    assert charts["FAU"] == [r"plasticity/(encoder|actor|critic)/fau$"]
+    assert charts["RR and events"] == [r"rr/value$", r"events/.*"]
+
+    checkpoint = load_checkpoint(tmp_path)  # weights_only=True: the monitor state is plain data
+    assert checkpoint["monitor"]["updates"] == 20
+
+
+def test_resumed_run_logs_the_same_plasticity_values(tmp_path):
+    """Stop at a checkpoint and resume: every plasticity value equals an uninterrupted run's."""
+    from envs.dmc import make_env
+    from rlplastic.rr import StaticRR
+    from rlplastic.trainer import Trainer, TrainerConfig
+
+    def run(run_dir: Path, agent_steps: int) -> None:
+        torch.manual_seed(0)
+        env_kwargs = dict(obs_type="states", action_repeat=8)
+        train_env, eval_env = (make_env("cartpole_balance", seed=s, **env_kwargs) for s in (0, 1))
+        agent = DrQV2Agent(train_env.observation_space.shape, train_env.action_space.shape, obs_type="states",
+                           feature_dim=8, hidden_dim=16, stddev_schedule="linear(1.0,0.1,1000)")  # fmt: skip
+        replay = ReplayBuffer(train_env.frame_shape, train_env.action_space.shape, capacity=500, frame_stack=1,
+                              frame_dtype=np.float32)  # fmt: skip
+        config = TrainerConfig(num_train_frames=agent_steps * 8, num_seed_frames=80, action_repeat=8,
+                               eval_every_frames=8000, num_eval_episodes=0, batch_size=4, log_every_frames=40,
+                               save_every_frames=0, use_tb=False, save_video=False, progress=False)  # fmt: skip
+        monitor = make_monitor(metrics=["fau", "dormant", "drift", "nc1"], probe_every_updates=7, **TINY_PROBE)
+        Trainer(agent, train_env, eval_env, replay, StaticRR(1), run_dir, config, monitor=monitor).run()
+
+    run(tmp_path / "straight", 40)
+    run(tmp_path / "resumed", 22)  # ends with a checkpoint mid-window, between probes
+    run(tmp_path / "resumed", 40)
+    scalars = [read_scalars_csv(tmp_path / name / "scalars.csv") for name in ("straight", "resumed")]
+    plasticity = [{tag: s for tag, s in series.items() if tag.startswith("plasticity/")} for series in scalars]
+    assert plasticity[0] == plasticity[1]
+    assert len(plasticity[0]["plasticity/critic/fau"]) == 6 and "plasticity/critic/nc1" in plasticity[0]
