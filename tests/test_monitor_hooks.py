@@ -183,3 +183,18 @@ def test_recorded_forward_does_not_sync_on_cuda():
         cap.reset()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_fast_relu_count_equals_the_strict_mask_count():
+    from rlplastic.monitor.hooks import _count_positive
+
+    torch.manual_seed(0)
+    relu_out = torch.relu(torch.randn(8, 3, 5, 5))
+    relu_out[0, 0, 0, :3] = torch.tensor([-0.0, 0.0, 1e-30])  # signed zero and a tiny positive
+    expected = int((relu_out > 0).sum())
+    assert int(_count_positive(relu_out, nonnegative=True)) == expected
+    signed = torch.randn(8, 3, 5, 5)  # not a ReLU output: negatives must not count as -1
+    assert int(_count_positive(signed, nonnegative=False)) == int((signed > 0).sum())
+    # Past 2**24 units per batch the count stays exact (float32 alone could not count that high).
+    big = torch.ones(4, 2**23 + 1)
+    assert int(_count_positive(big, nonnegative=True)) == 4 * (2**23 + 1)
