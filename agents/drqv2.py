@@ -323,12 +323,15 @@ class DrQV2Agent:
         if self.obs_type == "pixels":
             obs, next_obs = self.aug(self._prepare_obs(obs)), self.aug(self._prepare_obs(next_obs))
         with torch.no_grad():
+            # Each network's first forward here is on the probe observations (the monitor reads
+            # dormant units from first forwards), before the TD target runs them on next states.
             features = self.encoder(obs.float())
+            actor_trunk = self.actor.trunk(features)
+            self.actor(features, schedule(self.stddev_schedule, step))
             target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
             critic_trunk = self.critic.trunk(features)
             penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, batch.action], dim=-1))
             q1 = self.critic.Q1[-1](penultimate)
-            actor_trunk = self.actor.trunk(features)
         action = batch.action
 
         def loss_fn() -> torch.Tensor:

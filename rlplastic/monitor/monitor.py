@@ -19,8 +19,8 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
 
 * ``dormant`` (per ReLU layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
   units): from the activations of each module's **first** forward inside ``critic_probe`` (for
-  DrQ-v2: the encoder on the probe observations, the actor in the TD target, i.e. on next-state
-  features), and for the critic from its forward in the frozen loss (both Q heads, batch actions).
+  DrQ-v2: the encoder and the actor on the probe observations, before the TD target runs them on
+  next states), and for the critic from its forward in the frozen loss (both Q heads, batch actions).
 * ``srank`` (δ = ``srank_delta``), ``erank`` and ``feature_norm`` of each feature matrix of the
   probe: ``encoder`` (encoder output) → ``encoder/…``; ``critic_penultimate`` (input of Q1's last
   Linear) → ``critic/…``; ``critic_trunk`` → ``critic/trunk/…``; ``actor_trunk`` →
