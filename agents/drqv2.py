@@ -27,9 +27,13 @@ OBS_TYPES = ("pixels", "states")
 
 
 class Regularizer(Protocol):
-    """Anything that adds a loss term for a named module (``encoder``, ``actor``, ``critic``)."""
+    """Anything that adds a loss term for a named module (``encoder``, ``actor``, ``critic``).
 
-    def extra_loss(self, module_name: str) -> torch.Tensor | None: ...
+    ``context`` carries tensors of the current loss: for ``critic`` and ``encoder`` the detached TD
+    target (``td_target``, shape (B, 1)); for ``actor`` nothing yet.
+    """
+
+    def extra_loss(self, module_name: str, context: dict[str, torch.Tensor]) -> torch.Tensor | None: ...
 
 
 class Encoder(nn.Module):
@@ -120,7 +124,7 @@ class DrQV2Agent:
         augmentation: module applied independently to ``obs`` and ``next_obs`` in each update.
         bf16: run the forward passes of ``update`` under bfloat16 autocast.
         channels_last: keep the encoder and its input in channels-last memory format.
-        regularizers: objects whose ``extra_loss(module_name)`` is added to that module's loss.
+        regularizers: objects whose ``extra_loss(module_name, context)`` is added to that module's loss.
     """
 
     def __init__(
@@ -278,7 +282,8 @@ class DrQV2Agent:
             q1, q2 = self.critic(features, batch.action)
         q1, q2 = q1.float(), q2.float()
         loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        loss = loss + self._extra_loss("critic") + self._extra_loss("encoder")
+        context = {"td_target": target_q}
+        loss = loss + self._extra_loss("critic", context) + self._extra_loss("encoder", context)
 
         for name in ("encoder", "critic"):
             if name in self._optimizers:
@@ -301,7 +306,7 @@ class DrQV2Agent:
         log_prob = dist.log_prob(action).sum(-1, keepdim=True)
         with self._autocast():
             q1, q2 = self.critic(features, action)
-        loss = -torch.min(q1, q2).float().mean() + self._extra_loss("actor")
+        loss = -torch.min(q1, q2).float().mean() + self._extra_loss("actor", {})
 
         self._optimizers["actor"].zero_grad(set_to_none=True)
         loss.backward()
@@ -372,10 +377,10 @@ class DrQV2Agent:
             for listener in self._phase_listeners:
                 listener(name, False)
 
-    def _extra_loss(self, module_name: str) -> torch.Tensor | float:
+    def _extra_loss(self, module_name: str, context: dict[str, torch.Tensor]) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
         for regularizer in self.regularizers:
-            term = regularizer.extra_loss(module_name)
+            term = regularizer.extra_loss(module_name, context)
             if term is not None:
                 total = total + term
         return total

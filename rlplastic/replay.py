@@ -319,6 +319,16 @@ class ReplayBuffer:
             "frame_dtype": self.frame_dtype.name,
         }
 
+    def _storage(self) -> dict[str, np.ndarray]:
+        """The per-slot arrays, by their state_dict names."""
+        return {
+            "frames": self._frames,
+            "actions": self._actions,
+            "rewards": self._rewards,
+            "discounts": self._discounts,
+            "episode_start": self._episode_start,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: stored steps, counters and the sampling RNG state.
 
@@ -331,11 +341,7 @@ class ReplayBuffer:
         filled = len(self)
         return {
             "config": self._config(),
-            "frames": torch.from_numpy(self._frames[:filled]),
-            "actions": torch.from_numpy(self._actions[:filled]),
-            "rewards": torch.from_numpy(self._rewards[:filled]),
-            "discounts": torch.from_numpy(self._discounts[:filled]),
-            "episode_start": torch.from_numpy(self._episode_start[:filled]),
+            **{name: torch.from_numpy(array[:filled]) for name, array in self._storage().items()},
             "num_written": self._num_written,
             "current_start": self._current_start,
             "rng_state": self._rng.bit_generator.state,
@@ -351,13 +357,7 @@ class ReplayBuffer:
             raise ValueError(f"replay state config {state.get('config')!r} does not match this buffer's {expected!r}")
         filled = min(int(state["num_written"]), self.capacity)
         arrays = {}
-        for name, target in (
-            ("frames", self._frames),
-            ("actions", self._actions),
-            ("rewards", self._rewards),
-            ("discounts", self._discounts),
-            ("episode_start", self._episode_start),
-        ):
+        for name, target in self._storage().items():
             value = state[name]
             array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             if array.shape != (filled, *target.shape[1:]) or array.dtype != target.dtype:
@@ -369,13 +369,7 @@ class ReplayBuffer:
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng_state"]
         # Validation is complete: mutate only now so a bad state leaves the buffer untouched.
-        for name, target in (
-            ("frames", self._frames),
-            ("actions", self._actions),
-            ("rewards", self._rewards),
-            ("discounts", self._discounts),
-            ("episode_start", self._episode_start),
-        ):
+        for name, target in self._storage().items():
             target[:filled] = arrays[name]
         self._num_written = int(state["num_written"])
         self._current_start = int(state["current_start"])

@@ -130,3 +130,19 @@ def test_variant_name_keeps_only_overrides_that_change_the_config():
 
 def test_run_dir_layout(tmp_path):
     assert run_dir_for(tmp_path, "cheetah_run", "aug=none", 3) == tmp_path / "cheetah_run" / "aug=none" / "seed3"
+
+
+def test_video_goes_to_mp4_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 84, 84, 3), dtype=np.uint8)
+    logger = Logger(tmp_path)
+    path = logger.video("eval/video", frames, frame=2000)
+    logger.close()
+    assert path == tmp_path / "videos" / "eval_video_2000.mp4" and path.stat().st_size > 0
+    import imageio.v2 as imageio
+
+    assert len(imageio.mimread(path)) == 6
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.Images("eval/video")[0].step == 2000  # needs moviepy < 2, pinned in pyproject.toml
