@@ -93,6 +93,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     device = resolve_device(cfg.device)
     rr = make_rr_controller(**OmegaConf.to_container(cfg.rr))
     monitor = make_monitor(**OmegaConf.to_container(cfg.monitor, resolve=True))
+    if rr.signals_needed and monitor is None:
+        raise ValueError(
+            f"rr={cfg.rr.name} reads {list(rr.signals_needed)} from the plasticity monitor, but monitor=off: "
+            "use monitor=default or monitor=full"
+        )
     trainer_config = TrainerConfig(
         num_train_frames=cfg.num_train_frames, num_seed_frames=cfg.num_seed_frames,
         action_repeat=cfg.action_repeat, eval_every_frames=cfg.eval_every_frames,

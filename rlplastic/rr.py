@@ -9,6 +9,7 @@ mid-run continues from the credit already accrued.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -58,6 +59,24 @@ class UpdateAccumulator:
         self.issued = int(state["issued"])
 
 
+def validate_signal(name: str) -> str:
+    """Check a monitor signal name (``critic/episode_fau``, ``critic/dormant``, ``critic/Q1.1/fau``).
+
+    Raises:
+        ValueError: naming the signal and the allowed modules and metrics.
+    """
+    from rlplastic.monitor.monitor import METRICS, MODULES
+
+    metrics = (*METRICS, "episode_fau", "first_update_fau")
+    parts = name.split("/")
+    if len(parts) not in (2, 3) or parts[0] not in MODULES or parts[-1] not in metrics:
+        raise ValueError(
+            f"unknown signal {name!r}: a signal is <module>/<metric> or <module>/<layer>/<metric> with module in "
+            f"{list(MODULES)} and metric in {list(metrics)}"
+        )
+    return name
+
+
 class StaticRR:
     """A fixed replay ratio.
 
@@ -81,34 +100,295 @@ class StaticRR:
         """Updates issued so far, for logging as ``rr/updates``."""
         return self._accumulator.issued
 
+    @property
+    def signals_needed(self) -> tuple[str, ...]:
+        """Monitor signals :meth:`observe` reads (the trainer checks the monitor provides them)."""
+        return ()
+
     def updates_due(self, step: int) -> int:
         """Updates owed for agent step ``step`` (call once per agent step once updates may start)."""
-        del step  # a static ratio does not depend on time
+        del step  # the ratio, not the time, decides
         return self._accumulator.step(self.ratio)
 
-    def observe(self, signals: dict[str, float], step: int) -> list[str]:
-        """Take plasticity signals; a static controller ignores them and reports no events."""
-        del signals, step
+    def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
+        """Take plasticity signals at an episode end; return the events it caused (``rr_switch``)."""
+        del signals, frame
         return []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "accumulator": self._accumulator.state_dict()}
+        return {"name": self.name, "accumulator": self._accumulator.state_dict(), **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name:
             raise ValueError(f"checkpoint holds a {state.get('name')!r} RR controller, this run uses {self.name!r}")
         self._accumulator.load_state_dict(state["accumulator"])
+        self._load_extra_state(state)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    def _set_ratio(self, ratio: Fraction) -> list[str]:
+        if ratio == self.ratio:
+            return []
+        self.ratio = ratio
+        return ["rr_switch"]
 
 
-CONTROLLERS: dict[str, type] = {"static": StaticRR}
+class AdaptiveRR(StaticRR):
+    """Adaptive Replay Ratio (Ma et al., ICLR 2024), every knob named.
+
+    Starts at ``low``. At the first episode end at or after each ``check_every_frames`` mark, it
+    compares the signal's mean over a window with the previous check's; if they differ by less than
+    ``threshold`` (the paper's "<"), it switches to ``high`` once and for good. The first check
+    compares against the signal's value at the very first update (``<module>/first_update_fau``).
+
+    Args:
+        signal: monitor signal to watch; a per-episode FAU signal (``critic/episode_fau``, the paper's
+            critic FAU) or any other monitor signal (then read as its latest value).
+        low: the starting ratio (0.5 = DrQ-v2).
+        high: the ratio after the switch.
+        check_every_frames: frames between checks (50,000 = every 50 DMC episodes, as released).
+        window: ``last_episode`` (the released code: the updates of the last finished episode only)
+            or ``since_last_check`` (every episode since the previous check, equal-weighted).
+        threshold: plateau threshold on |mean − previous mean|.
+        inclusive: compare with ``≤`` (the released code) instead of ``<`` (the paper text).
+    """
+
+    name = "adaptive"
+    WINDOWS = ("last_episode", "since_last_check")
+
+    def __init__(
+        self,
+        signal: str = "critic/episode_fau",
+        low: float = 0.5,
+        high: float = 2.0,
+        check_every_frames: int = 50_000,
+        window: str = "last_episode",
+        threshold: float = 0.001,
+        inclusive: bool = False,
+    ) -> None:
+        super().__init__(low)
+        self.signal = validate_signal(signal)
+        self.low, self.high = as_ratio(low, "rr.low"), as_ratio(high, "rr.high")
+        if check_every_frames <= 0:
+            raise ValueError(f"rr.check_every_frames={check_every_frames} must be > 0")
+        if window not in self.WINDOWS:
+            raise ValueError(f"rr.window={window!r} is not supported: allowed are {list(self.WINDOWS)}")
+        if threshold < 0:
+            raise ValueError(f"rr.threshold={threshold} must be >= 0")
+        self.check_every_frames = int(check_every_frames)
+        self.window = window
+        self.threshold = float(threshold)
+        self.inclusive = bool(inclusive)
+        self.switched_at_frame: int | None = None
+        self._previous: float | None = None
+        self._next_check = self.check_every_frames
+        self._window_sum, self._window_count = 0.0, 0
+
+    @property
+    def signals_needed(self) -> tuple[str, ...]:
+        first = self.signal.rsplit("/", 1)[0] + "/first_update_fau"
+        return (self.signal, first) if self.signal.endswith("/episode_fau") else (self.signal,)
+
+    def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
+        if self.switched_at_frame is not None or self.signal not in signals:
+            return []  # one-way; and no episode with updates has closed yet
+        if self._previous is None and len(self.signals_needed) == 2 and self.signals_needed[1] in signals:
+            self._previous = float(signals[self.signals_needed[1]])  # the very first update's FAU
+        self._window_sum += float(signals[self.signal])
+        self._window_count += 1
+        if frame < self._next_check:
+            return []
+        while self._next_check <= frame:
+            self._next_check += self.check_every_frames
+        last_episode = self.window == "last_episode"
+        mean = float(signals[self.signal]) if last_episode else self._window_sum / self._window_count
+        self._window_sum, self._window_count = 0.0, 0
+        previous, self._previous = self._previous, mean
+        if previous is None:
+            return []
+        change = abs(mean - previous)
+        if change <= self.threshold if self.inclusive else change < self.threshold:
+            self.switched_at_frame = int(frame)
+            return self._set_ratio(self.high)
+        return []
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "ratio": (self.ratio.numerator, self.ratio.denominator),
+            "switched_at_frame": self.switched_at_frame,
+            "previous": self._previous,
+            "next_check": self._next_check,
+            "window": (self._window_sum, self._window_count),
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ratio = Fraction(*state["ratio"])
+        self.switched_at_frame = state["switched_at_frame"]
+        self._previous = state["previous"]
+        self._next_check = int(state["next_check"])
+        self._window_sum, self._window_count = state["window"]
+
+
+class AdaptiveRRReference(AdaptiveRR):
+    """The released Adaptive-RR code's rule exactly (Guozheng-Ma/Adaptive-Replay-Ratio, dae0d09).
+
+    Checks at the end of every ``check_every_episodes``-th episode (counting every episode, seed
+    episodes included), on the critic FAU of that last finished episode, against the previous
+    check's value — the first time against the very first update's FAU — with ``≤``.
+    """
+
+    name = "adaptive_ref"
+
+    def __init__(
+        self, low: float = 0.5, high: float = 2.0, check_every_episodes: int = 50, threshold: float = 0.001
+    ) -> None:
+        super().__init__("critic/episode_fau", low, high, check_every_frames=1, threshold=threshold, inclusive=True)
+        if check_every_episodes <= 0:
+            raise ValueError(f"rr.check_every_episodes={check_every_episodes} must be > 0")
+        self.check_every_episodes = int(check_every_episodes)
+        self._episodes = 0
+
+    def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
+        self._episodes += 1
+        if self.switched_at_frame is not None or self._episodes % self.check_every_episodes:
+            return []
+        if self.signal not in signals:
+            return []
+        if self._previous is None:
+            self._previous = signals.get("critic/first_update_fau")
+        mean = float(signals[self.signal])
+        previous, self._previous = self._previous, mean
+        if previous is not None and abs(mean - previous) <= self.threshold:
+            self.switched_at_frame = int(frame)
+            return self._set_ratio(self.high)
+        return []
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "episodes": self._episodes}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        super()._load_extra_state(state)
+        self._episodes = int(state["episodes"])
+
+
+class LadderRR(StaticRR):
+    """Beyond the paper: climb a ladder of ratios as a plasticity signal plateaus.
+
+    Every ``check_every_frames`` (at episode ends) the signal's mean since the last check is
+    compared with the previous check's. After at least ``min_dwell_frames`` on a rung, a plateau
+    (|change| < ``threshold``) moves one rung up; with ``drop`` set, a fall of more than ``drop``
+    (previous − mean > drop, e.g. FAU collapsing) moves one rung down.
+
+    Args:
+        ratios: the rungs, strictly increasing (e.g. ``[0.5, 1, 2, 4]``); starts on the first.
+        signal: any monitor signal (``critic/episode_fau``, ``critic/dormant``, ``critic/nc1``, ...).
+        check_every_frames: frames between checks.
+        threshold: plateau threshold.
+        drop: fall that steps down (``None``: never step down).
+        min_dwell_frames: frames on a rung before it may move again.
+    """
+
+    name = "ladder"
+
+    def __init__(
+        self,
+        ratios: Sequence[float] = (0.5, 1, 2, 4),
+        signal: str = "critic/episode_fau",
+        check_every_frames: int = 50_000,
+        threshold: float = 0.001,
+        drop: float | None = None,
+        min_dwell_frames: int = 100_000,
+    ) -> None:
+        rungs = [as_ratio(r, "rr.ratios") for r in ratios]
+        if not rungs:
+            raise ValueError("rr.ratios=[] is empty: a ladder needs at least one ratio, e.g. [0.5, 1, 2]")
+        if any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
+            raise ValueError(f"rr.ratios={list(ratios)} must be strictly increasing")
+        super().__init__(rungs[0])
+        self.rungs = rungs
+        self.signal = validate_signal(signal)
+        if check_every_frames <= 0:
+            raise ValueError(f"rr.check_every_frames={check_every_frames} must be > 0")
+        if drop is not None and drop <= 0:
+            raise ValueError(f"rr.drop={drop} must be > 0 or null")
+        if threshold < 0 or min_dwell_frames < 0:
+            raise ValueError(f"rr.threshold={threshold} and rr.min_dwell_frames={min_dwell_frames} must be >= 0")
+        self.check_every_frames = int(check_every_frames)
+        self.threshold = float(threshold)
+        self.drop = drop
+        self.min_dwell_frames = int(min_dwell_frames)
+        self.rung = 0
+        self.rung_since_frame = 0
+        self._previous: float | None = None
+        self._next_check = self.check_every_frames
+        self._window_sum, self._window_count = 0.0, 0
+
+    @property
+    def signals_needed(self) -> tuple[str, ...]:
+        return (self.signal,)
+
+    def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
+        if self.signal not in signals:
+            return []
+        self._window_sum += float(signals[self.signal])
+        self._window_count += 1
+        if frame < self._next_check:
+            return []
+        while self._next_check <= frame:
+            self._next_check += self.check_every_frames
+        mean = self._window_sum / self._window_count
+        self._window_sum, self._window_count = 0.0, 0
+        previous, self._previous = self._previous, mean
+        if previous is None or frame - self.rung_since_frame < self.min_dwell_frames:
+            return []
+        if self.drop is not None and previous - mean > self.drop and self.rung > 0:
+            self.rung -= 1
+        elif abs(mean - previous) < self.threshold and self.rung < len(self.rungs) - 1:
+            self.rung += 1
+        else:
+            return []
+        self.rung_since_frame = int(frame)
+        return self._set_ratio(self.rungs[self.rung])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "rung": self.rung,
+            "rung_since_frame": self.rung_since_frame,
+            "previous": self._previous,
+            "next_check": self._next_check,
+            "window": (self._window_sum, self._window_count),
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rung = int(state["rung"])
+        self.ratio = self.rungs[self.rung]
+        self.rung_since_frame = int(state["rung_since_frame"])
+        self._previous = state["previous"]
+        self._next_check = int(state["next_check"])
+        self._window_sum, self._window_count = state["window"]
+
+
+CONTROLLERS: dict[str, type[StaticRR]] = {
+    "static": StaticRR,
+    "adaptive": AdaptiveRR,
+    "adaptive_ref": AdaptiveRRReference,
+    "ladder": LadderRR,
+}
 
 
 def make_rr_controller(name: str, **kwargs: Any) -> StaticRR:
-    """Build a controller by its config name.
+    """Build a controller by its config name (``configs/rr/<name>.yaml``).
 
     Raises:
-        ValueError: for an unknown name (the message lists the known ones).
+        ValueError: for an unknown name (the message lists the known ones) or a bad setting.
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown rr controller {name!r}: allowed are {sorted(CONTROLLERS)}")
-    return CONTROLLERS[name](**kwargs)
+    try:
+        return CONTROLLERS[name](**kwargs)
+    except TypeError as error:  # an unknown key in the config group
+        raise ValueError(f"rr={name}: {error}") from None

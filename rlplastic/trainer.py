@@ -63,9 +63,10 @@ class RRController(Protocol):
 
     value: float
     total_updates: int
+    signals_needed: tuple[str, ...]
 
     def updates_due(self, step: int) -> int: ...
-    def observe(self, signals: dict[str, float], step: int) -> list[str]: ...
+    def observe(self, signals: dict[str, float], frame: int) -> list[str]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -356,6 +357,11 @@ class Trainer:
         c.episode += 1
         if self.monitor is not None:  # closes the episode's FAU account before controllers read it
             self.monitor.end_episode()
+        if self.rr.signals_needed:
+            signals = self.monitor.signals() if self.monitor is not None else {}
+            if self.rr.observe(signals, self.frame):
+                self.logger.scalars({"events/rr_switch": self.rr.value, "rr/value": self.rr.value}, self.frame)
+                tqdm.write(f"rlplastic: replay ratio -> {self.rr.value:g} at frame {self.frame}")
         self.logger.scalars({
             "train/episode_reward": c.episode_return,
             "train/episode_length": c.episode_step * self.config.action_repeat,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +97,17 @@ def test_finished_run_is_not_trained_again(tmp_path):
     assert (tmp_path / "run" / "scalars.csv").stat().st_size == size
 
 
+def test_adaptive_rr_switches_in_a_run_and_logs_the_event(tmp_path):
+    _, series = run_train(tmp_path, [
+        *STATES, "num_train_frames=4000", "eval_every_frames=4000", "num_eval_episodes=1", "rr=adaptive",
+        "rr.check_every_frames=2000", "rr.threshold=1.0",  # any change is a "plateau": switch at the first check
+    ])  # fmt: skip
+    assert series["events/rr_switch"] == [(2000, 2.0)]
+    # RR 0.5 for agent steps 500-999 (250 updates), then RR 2 for steps 1000-1999 (2000 updates).
+    assert series["rr/updates"][-1] == (4000, 2250.0)
+    assert series["rr/value"][-1] == (4000, 2.0)
+
+
 def _cli(run_dir: Path, extra: list[str]) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), *STATES, f"run_dir={run_dir}", *extra]
 
@@ -158,11 +170,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
         (["eval_every_frames=0"], "eval_every_frames=0 must be > 0"),
         (["device=cuda:7"], "device='cuda:7'"),
         (["stddev_schedule=fast"], "unknown schedule 'fast'"),
+        (["rr=adaptive", "monitor=off"], "rr=adaptive reads .*critic/episode_fau.* but monitor=off"),
+        (["rr=ladder", "rr.ratios=[]"], "rr.ratios=.* is empty"),
     ],
 )
 def test_bad_input_gives_one_clear_error(tmp_path, overrides, message):
     cfg = compose_config([*overrides, f"run_dir={tmp_path / 'bad'}", "progress=false"])
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    pattern = message if ".*" in message else re.escape(message)
+    with pytest.raises(ValueError, match=pattern):
         train.run(cfg)
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
 
