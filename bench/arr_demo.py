@@ -44,7 +44,8 @@ def main() -> None:
         f"task={args.task}", "obs_type=states", "aug=none", "device=cpu", "progress=false", "save_video=false",
         "hidden_dim=256", "batch_size=128", f"num_train_frames={args.frames}", "num_seed_frames=2000",
         "num_expl_steps=1000", f"stddev_schedule='linear(1.0,0.1,{args.frames // 4})'",
-        f"eval_every_frames={args.frames // 8}", "num_eval_episodes=5", f"rr.check_every_frames={args.check_every_frames}",
+        f"eval_every_frames={args.frames // 8}", "num_eval_episodes=5",
+        f"rr.check_every_frames={args.check_every_frames}",
     ]  # fmt: skip
     jobs = []
     for variant, overrides in VARIANTS.items():
