@@ -77,6 +77,38 @@ def validate_signal(name: str) -> str:
     return name
 
 
+class CheckWindow:
+    """Signal values since the last check, and when the next check is due (every ``every_frames``).
+
+    Checks happen at the first observation at or after each mark, as episode ends rarely fall on it.
+    """
+
+    def __init__(self, every_frames: int) -> None:
+        if every_frames <= 0:
+            raise ValueError(f"rr.check_every_frames={every_frames} must be > 0")
+        self.every_frames = int(every_frames)
+        self.next_check = self.every_frames
+        self.total, self.count = 0.0, 0
+
+    def add(self, value: float, frame: int) -> float | None:
+        """Record a value; at a check, return the mean since the last check and start a new window."""
+        self.total += value
+        self.count += 1
+        if frame < self.next_check:
+            return None
+        while self.next_check <= frame:
+            self.next_check += self.every_frames
+        mean = self.total / self.count
+        self.total, self.count = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next_check": self.next_check, "total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.next_check, self.total, self.count = int(state["next_check"]), state["total"], int(state["count"])
+
+
 class StaticRR:
     """A fixed replay ratio.
 
@@ -173,20 +205,16 @@ class AdaptiveRR(StaticRR):
         super().__init__(low)
         self.signal = validate_signal(signal)
         self.low, self.high = as_ratio(low, "rr.low"), as_ratio(high, "rr.high")
-        if check_every_frames <= 0:
-            raise ValueError(f"rr.check_every_frames={check_every_frames} must be > 0")
         if window not in self.WINDOWS:
             raise ValueError(f"rr.window={window!r} is not supported: allowed are {list(self.WINDOWS)}")
         if threshold < 0:
             raise ValueError(f"rr.threshold={threshold} must be >= 0")
-        self.check_every_frames = int(check_every_frames)
+        self.checks = CheckWindow(check_every_frames)
         self.window = window
         self.threshold = float(threshold)
         self.inclusive = bool(inclusive)
         self.switched_at_frame: int | None = None
         self._previous: float | None = None
-        self._next_check = self.check_every_frames
-        self._window_sum, self._window_count = 0.0, 0
 
     @property
     def signals_needed(self) -> tuple[str, ...]:
@@ -198,15 +226,10 @@ class AdaptiveRR(StaticRR):
             return []  # one-way; and no episode with updates has closed yet
         if self._previous is None and len(self.signals_needed) == 2 and self.signals_needed[1] in signals:
             self._previous = float(signals[self.signals_needed[1]])  # the very first update's FAU
-        self._window_sum += float(signals[self.signal])
-        self._window_count += 1
-        if frame < self._next_check:
+        window_mean = self.checks.add(float(signals[self.signal]), frame)
+        if window_mean is None:
             return []
-        while self._next_check <= frame:
-            self._next_check += self.check_every_frames
-        last_episode = self.window == "last_episode"
-        mean = float(signals[self.signal]) if last_episode else self._window_sum / self._window_count
-        self._window_sum, self._window_count = 0.0, 0
+        mean = float(signals[self.signal]) if self.window == "last_episode" else window_mean
         previous, self._previous = self._previous, mean
         if previous is None:
             return []
@@ -221,16 +244,14 @@ class AdaptiveRR(StaticRR):
             "ratio": (self.ratio.numerator, self.ratio.denominator),
             "switched_at_frame": self.switched_at_frame,
             "previous": self._previous,
-            "next_check": self._next_check,
-            "window": (self._window_sum, self._window_count),
+            "checks": self.checks.state_dict(),
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.ratio = Fraction(*state["ratio"])
         self.switched_at_frame = state["switched_at_frame"]
         self._previous = state["previous"]
-        self._next_check = int(state["next_check"])
-        self._window_sum, self._window_count = state["window"]
+        self.checks.load_state_dict(state["checks"])
 
 
 class AdaptiveRRReference(AdaptiveRR):
@@ -311,21 +332,17 @@ class LadderRR(StaticRR):
         super().__init__(rungs[0])
         self.rungs = rungs
         self.signal = validate_signal(signal)
-        if check_every_frames <= 0:
-            raise ValueError(f"rr.check_every_frames={check_every_frames} must be > 0")
         if drop is not None and drop <= 0:
             raise ValueError(f"rr.drop={drop} must be > 0 or null")
         if threshold < 0 or min_dwell_frames < 0:
             raise ValueError(f"rr.threshold={threshold} and rr.min_dwell_frames={min_dwell_frames} must be >= 0")
-        self.check_every_frames = int(check_every_frames)
+        self.checks = CheckWindow(check_every_frames)
         self.threshold = float(threshold)
         self.drop = drop
         self.min_dwell_frames = int(min_dwell_frames)
         self.rung = 0
         self.rung_since_frame = 0
         self._previous: float | None = None
-        self._next_check = self.check_every_frames
-        self._window_sum, self._window_count = 0.0, 0
 
     @property
     def signals_needed(self) -> tuple[str, ...]:
@@ -334,14 +351,9 @@ class LadderRR(StaticRR):
     def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
         if self.signal not in signals:
             return []
-        self._window_sum += float(signals[self.signal])
-        self._window_count += 1
-        if frame < self._next_check:
+        mean = self.checks.add(float(signals[self.signal]), frame)
+        if mean is None:
             return []
-        while self._next_check <= frame:
-            self._next_check += self.check_every_frames
-        mean = self._window_sum / self._window_count
-        self._window_sum, self._window_count = 0.0, 0
         previous, self._previous = self._previous, mean
         if previous is None or frame - self.rung_since_frame < self.min_dwell_frames:
             return []
@@ -359,8 +371,7 @@ class LadderRR(StaticRR):
             "rung": self.rung,
             "rung_since_frame": self.rung_since_frame,
             "previous": self._previous,
-            "next_check": self._next_check,
-            "window": (self._window_sum, self._window_count),
+            "checks": self.checks.state_dict(),
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
@@ -368,8 +379,7 @@ class LadderRR(StaticRR):
         self.ratio = self.rungs[self.rung]
         self.rung_since_frame = int(state["rung_since_frame"])
         self._previous = state["previous"]
-        self._next_check = int(state["next_check"])
-        self._window_sum, self._window_count = state["window"]
+        self.checks.load_state_dict(state["checks"])
 
 
 CONTROLLERS: dict[str, type[StaticRR]] = {
