@@ -224,6 +224,76 @@ class DrQV2Agent:
         for name, opt in self._optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
 
+    # -- intervention protocol ------------------------------------------------------------------
+    # What rlplastic.interventions needs beyond the monitor protocol: fresh initialisations to copy
+    # from, the target copies to keep in sync, how units flow between modules (ReDo), which
+    # submodules are "heads" (plasticity injection), and a plain forward for ReDo statistics.
+
+    def fresh_module(self, name: str) -> nn.Module:
+        """A newly initialised module with the architecture of ``named_modules_for_monitor()[name]``.
+
+        Built by the same constructor as in ``__init__`` (on CPU, then moved), so it consumes the
+        global torch RNG exactly as construction does: re-seeding reproduces the draw. After plasticity
+        injection this is still the *original* architecture (the injected head's base), which is what
+        injection itself needs for its fresh heads.
+        """
+        modules = self.named_modules_for_monitor()
+        if name not in modules:
+            raise ValueError(f"fresh_module({name!r}): unknown module, allowed are {list(modules)}")
+        # The trunk and the critic's first Q layer give every width; the head may be wrapped by
+        # plasticity injection, whose original head is its ``base``.
+        feature_dim = self.actor.trunk[0].out_features
+        q_first = getattr(self.critic.Q1, "base", self.critic.Q1)[0]
+        hidden_dim, action_dim = q_first.out_features, q_first.in_features - feature_dim
+        repr_dim = self.encoder.repr_dim
+        fresh: nn.Module
+        if name == "encoder" and self.obs_type == "states":
+            fresh = StateEncoder((repr_dim,))
+        elif name == "encoder":
+            # Only the channel count shapes the conv parameters; H and W only set repr_dim.
+            fresh = Encoder((self.encoder.convnet[0].in_channels, 84, 84))
+            fresh.repr_dim = repr_dim
+        elif name == "actor":
+            fresh = Actor(repr_dim, action_dim, feature_dim, hidden_dim)
+        else:
+            fresh = Critic(repr_dim, action_dim, feature_dim, hidden_dim)
+        fresh = fresh.to(self.device)
+        if name == "encoder" and self.channels_last:
+            fresh = fresh.to(memory_format=torch.channels_last)
+        fresh.train(self.critic.training)
+        return fresh
+
+    def target_networks(self) -> dict[str, nn.Module]:
+        """Online module name → its target copy (Polyak-averaged in every update)."""
+        return {"critic": self.critic_target}
+
+    def layer_links(self) -> dict[str, tuple[str, ...]]:
+        """Cross-module unit links: producing layer → the layers that read its (ReLU) units.
+
+        Names are ``<module>.<path>`` as in ``named_modules_for_monitor()``. Links inside one
+        ``nn.Sequential`` (Linear/Conv → ReLU → next Linear/Conv) need no declaring; only the encoder's
+        last conv, whose channels are flattened into both trunks' first Linear, crosses modules.
+        """
+        if self.obs_type == "states":
+            return {}
+        last_conv = max(i for i, m in enumerate(self.encoder.convnet) if isinstance(m, nn.Conv2d))
+        return {f"encoder.convnet.{last_conv}": ("actor.trunk.0", "critic.trunk.0")}
+
+    def injection_heads(self) -> dict[str, tuple[str, ...]]:
+        """Module name → the submodules plasticity injection treats as its heads (after the trunks)."""
+        return {"actor": ("policy",), "critic": ("Q1", "Q2")}
+
+    @torch.no_grad()
+    def forward_for_statistics(self, batch: Batch) -> None:
+        """Run encoder → actor and critic once on ``batch.obs`` / ``batch.action`` (for ReDo's hooks).
+
+        No augmentation, autocast or phase listeners: ReDo scores units on the plain observations in
+        float32, and the monitor's loss-phase FAU counters must not see this forward.
+        """
+        features = self.encoder(self._prepare_obs(batch.obs).float())
+        self.actor(features, 1.0)  # the std does not reach any hidden unit
+        self.critic(features, batch.action)
+
     # -- acting ---------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -346,7 +416,8 @@ class DrQV2Agent:
         head = self.critic.Q1[-1]
         return CriticProbe(
             loss_fn=loss_fn,
-            params=list(self.critic.parameters()),
+            # frozen parameters (a plasticity-injected head) are constants of the loss, not variables
+            params=[p for p in self.critic.parameters() if p.requires_grad],
             features={"encoder": features, "critic_trunk": critic_trunk, "actor_trunk": actor_trunk,
                       "critic_penultimate": penultimate},  # fmt: skip
             td_target=target.squeeze(-1),
