@@ -10,25 +10,15 @@ import torch
 from agents.drqv2 import DrQV2Agent
 from rlplastic.interventions.redo import ReDo
 from rlplastic.replay import Batch
-
-PIXELS = (9, 84, 84)
+from tests.factories import random_batch, tiny_agent
 
 
 def make_agent(obs_type: str = "states", seed: int = 0) -> DrQV2Agent:
-    torch.manual_seed(seed)
-    obs_shape = PIXELS if obs_type == "pixels" else (5,)
-    return DrQV2Agent(obs_shape, (2,), obs_type=obs_type, feature_dim=8, hidden_dim=16, num_expl_steps=0)
+    return tiny_agent(obs_type, seed)
 
 
 def make_batch(obs_type: str = "states", batch_size: int = 4, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    if obs_type == "pixels":
-        obs = torch.randint(0, 256, (batch_size, *PIXELS), generator=g, dtype=torch.uint8)
-        next_obs = torch.randint(0, 256, (batch_size, *PIXELS), generator=g, dtype=torch.uint8)
-    else:
-        obs, next_obs = torch.randn(batch_size, 5, generator=g), torch.randn(batch_size, 5, generator=g)
-    action = torch.rand(batch_size, 2, generator=g) * 2 - 1
-    return Batch(obs, action, torch.rand(batch_size, 1, generator=g), torch.full((batch_size, 1), 0.97), next_obs)
+    return random_batch(obs_type, batch_size, seed)
 
 
 def train(agent: DrQV2Agent, obs_type: str, updates: int = 2) -> dict[str, torch.Tensor]:

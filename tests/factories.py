@@ -1,0 +1,34 @@
+"""Tiny agents and random batches shared by the agent and intervention tests."""
+
+from __future__ import annotations
+
+import torch
+
+from agents.drqv2 import DrQV2Agent
+from rlplastic.replay import Batch
+
+PIXELS = (9, 84, 84)
+STATE_DIM = 5
+ACTION_DIM = 2
+
+
+def tiny_agent(obs_type: str = "pixels", seed: int = 0, **kwargs) -> DrQV2Agent:
+    """A DrQ-v2 agent with 8-wide trunks and 16-wide heads, seeded, no exploration steps."""
+    torch.manual_seed(seed)
+    obs_shape = PIXELS if obs_type == "pixels" else (STATE_DIM,)
+    settings = {"feature_dim": 8, "hidden_dim": 16, "num_expl_steps": 0, **kwargs}
+    return DrQV2Agent(obs_shape, (ACTION_DIM,), obs_type=obs_type, **settings)
+
+
+def random_batch(obs_type: str = "pixels", batch_size: int = 4, seed: int = 0, discount: float = 0.97) -> Batch:
+    """A batch of random observations, actions in [-1, 1] and rewards in [0, 1), from its own generator."""
+    g = torch.Generator().manual_seed(seed)
+    if obs_type == "pixels":
+        obs = torch.randint(0, 256, (batch_size, *PIXELS), generator=g, dtype=torch.uint8)
+        next_obs = torch.randint(0, 256, (batch_size, *PIXELS), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(batch_size, STATE_DIM, generator=g)
+        next_obs = torch.randn(batch_size, STATE_DIM, generator=g)
+    action = torch.rand(batch_size, ACTION_DIM, generator=g) * 2 - 1
+    reward = torch.rand(batch_size, 1, generator=g)
+    return Batch(obs, action, reward, torch.full((batch_size, 1), discount), next_obs)
