@@ -100,7 +100,6 @@ class Logger:
             self._csv = csv.writer(self._csv_file)
             if new:
                 self._csv.writerow(["frame", "tag", "value"])
-        self.last_values: dict[str, float] = {}
 
     @property
     def tb_writer(self) -> Any:
@@ -115,7 +114,6 @@ class Logger:
                 self._tb.add_scalar(tag, value, frame)
             if self._csv_file is not None:
                 self._csv.writerow([frame, tag, repr(value)])
-        self.last_values.update(floats)
         return floats
 
     def video(self, tag: str, frames: np.ndarray, frame: int, fps: int = 30) -> Path | None:

@@ -153,7 +153,6 @@ class Stopwatch:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.counts: dict[str, int] = {}
-        self.wall_start = time.perf_counter()
 
     @contextmanager
     def time(self, phase: str) -> Iterator[None]:

@@ -236,6 +236,13 @@ def _fau(counts: Tensor) -> tuple[Tensor, Tensor]:
     return counts[:, 0].sum() / counts[:, 1].sum(), counts[:, 0] / counts[:, 1]
 
 
+def _close_account(open_counts: dict[str, Tensor], closed: dict[str, Tensor]) -> None:
+    """Move an account's FAU counts into ``closed`` and zero it in place (on device, no sync)."""
+    for name, counts in open_counts.items():
+        closed[name] = counts.clone()
+        counts.zero_()
+
+
 class PlasticityMonitor:
     """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
 
@@ -332,9 +339,7 @@ class PlasticityMonitor:
         values: dict[str, Any] = {}
         self._fold()
         if self._window_updates:
-            for name, counts in self._window.items():
-                self._last_window[name] = counts.clone()
-                counts.zero_()
+            _close_account(self._window, self._last_window)
             self._window_updates = 0
             values.update(self._fau_values(self._last_window, "fau", prefix="plasticity/"))
         if self._fresh:
@@ -347,9 +352,7 @@ class PlasticityMonitor:
         """Close the episode's FAU account (call at each episode end); episodes without updates are skipped."""
         self._fold()
         if self._episode_updates:
-            for name, counts in self._episode.items():
-                self._last_episode[name] = counts.clone()
-                counts.zero_()
+            _close_account(self._episode, self._last_episode)
             self._episode_updates = 0
 
     def signals(self) -> dict[str, float]:
