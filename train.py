@@ -9,6 +9,7 @@ Re-running the same command resumes the run in its run dir (or does nothing if i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,18 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.drqv2 import DrQV2Agent
 from envs.dmc import TASKS, make_env
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import read_complete, seed_everything
+from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
 from rlplastic.replay import ReplayBuffer
 from rlplastic.rr import make_rr_controller
-from rlplastic.rundir import run_dir_for, variant_name
+from rlplastic.rundir import check_same_experiment, override_key, run_dir_for, variant_name
 from rlplastic.system import tune_malloc
 from rlplastic.trainer import Trainer, TrainerConfig
 
@@ -77,21 +80,71 @@ def _changes_config(override: str, task_override: str) -> bool:
     return OmegaConf.to_container(base, resolve=True) != OmegaConf.to_container(changed, resolve=True)
 
 
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
-    """The explicit ``run_dir``, or ``<run_root>/<task>/<variant>/seed<k>`` from the overrides."""
+    """The explicit ``run_dir``, or ``<root>/<task>/<variant>/seed<k>`` from the overrides.
+
+    ``<root>`` is ``run_root``, or in a sweep (``-m``) the sweep dir ``<sweep_root>/<sweep_name>``. In a
+    sweep the variant names only the overrides that vary across its jobs: what every job shares (e.g.
+    ``+experiment=aug_rr_smoke num_train_frames=4000``) belongs to the sweep, and is in each run's
+    ``config.yaml``.
+    """
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    overrides = list(HydraConfig.get().overrides.task)
-    task_override = f"task={HydraConfig.get().runtime.choices['task']}"
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    if _in_sweep():
+        shared = _shared_sweep_keys(Path(hydra_cfg.sweep.dir))
+        overrides = [o for o in overrides if override_key(o) not in shared]
+    task_override = f"task={hydra_cfg.runtime.choices['task']}"
     variant = variant_name(overrides, lambda o: _changes_config(o, task_override))
-    return run_dir_for(cfg.run_root, cfg.task_name, variant, cfg.seed)
+    root = hydra_cfg.sweep.dir if _in_sweep() else cfg.run_root
+    return run_dir_for(root, cfg.task_name, variant, cfg.seed)
+
+
+def _shared_sweep_keys(sweep_dir: Path) -> set[str]:
+    """Keys the sweep command set to one value for every job, read from Hydra's ``multirun.yaml``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.exists():
+        return set()
+    command = list(OmegaConf.load(saved).hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(command)
+    return {override_key(o.input_line) for o in parsed if not o.is_sweep_override()}
+
+
+def configure_threads(setting: int | str) -> int:
+    """Set torch's CPU threads: an int, or ``auto`` (torch's default; in a local sweep, cores / parallel jobs).
+
+    Parallel jobs that each use every core slow each other down several-fold (OpenMP threads spin), so
+    a local sweep gives each of its ``n_jobs`` workers an equal share of the cores.
+    """
+    if setting == "auto":
+        if not _in_sweep():
+            return torch.get_num_threads()
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        cores = os.cpu_count() or 1
+        if not isinstance(n_jobs, int) or n_jobs == 0:
+            return torch.get_num_threads()  # not a local parallel launcher (e.g. SLURM: one job per allocation)
+        parallel = cores if n_jobs < 0 else min(n_jobs, cores)
+        threads = max(1, cores // parallel)
+    elif isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
+        threads = setting
+    else:
+        raise ValueError(f"num_threads={setting!r} must be auto or an int > 0")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
-    """Construct env, eval env, augmentation, agent, replay, RR controller and monitor from the config."""
+    """Construct env, eval env, augmentation, agent, replay, RR controller, monitor and interventions."""
     validate(cfg)
     device = resolve_device(cfg.device)
-    rr = make_rr_controller(**OmegaConf.to_container(cfg.rr))
+    rr = make_rr_controller(**OmegaConf.to_container(cfg.rr, resolve=True))
     monitor = make_monitor(**OmegaConf.to_container(cfg.monitor, resolve=True))
     if rr.signals_needed and monitor is None:
         raise ValueError(
@@ -125,23 +178,29 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         capacity=cfg.replay_buffer_size, frame_stack=train_env.frame_stack, nstep=cfg.nstep,
         discount=cfg.discount, frame_dtype=np.uint8 if cfg.obs_type == "pixels" else np.float32, seed=cfg.seed,
     )  # fmt: skip
+    intervention_cfg = OmegaConf.to_container(cfg.intervention, resolve=True) if cfg.get("intervention") else {}
+    interventions = make_interventions(agent, intervention_cfg, seed=cfg.seed, monitor=monitor)
     return Trainer(
-        agent, train_env, eval_env, replay, rr, run_dir, trainer_config, device=device, seed=cfg.seed, monitor=monitor
-    )
+        agent, train_env, eval_env, replay, rr, run_dir, trainer_config, device=device, seed=cfg.seed,
+        monitor=monitor, interventions=interventions,
+    )  # fmt: skip
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (or resume, or skip a finished run) and return the trainer's summary."""
     tune_malloc()
     validate(cfg)
+    configure_threads(cfg.num_threads)
     run_dir = resolve_run_dir(cfg)
     finished = read_complete(run_dir)
     if finished is not None:
         print(f"rlplastic: {run_dir} already finished at frame {finished['frame']}; nothing to do")
         return finished
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_same_experiment(run_dir, resolved)
     trainer = build_trainer(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     print(f"rlplastic: run dir {run_dir}")
     summary = trainer.run()
     print(f"rlplastic: {json.dumps(summary)}")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlplastic.augment import NoAug
+from rlplastic.interventions.sam import SAM
 from rlplastic.monitor.probe import CriticProbe
 from rlplastic.replay import Batch
 from rlplastic.utils import TruncatedNormal, schedule, soft_update_params, validate_schedule, weight_init
@@ -224,6 +225,18 @@ class DrQV2Agent:
         for name, opt in self._optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
 
+    def enable_sam(self, rho: float) -> None:
+        """Train the critic with SAM (Foret et al.; REFERENCE.md §4): its Adam is wrapped, state kept.
+
+        Each critic step then uses the gradient at θ + ρ·g/‖g‖ (one extra critic forward and backward per
+        update, on the same batch, features and TD targets). The encoder, trained through the critic
+        loss, keeps the gradient at θ. ``optimizers()["critic"]`` becomes the :class:`SAM` wrapper, which
+        reads and writes the Adam's state, so checkpoints and optimizer resets are unchanged.
+        """
+        if isinstance(self._optimizers["critic"], SAM):
+            raise ValueError("SAM is already enabled on the critic")
+        self._optimizers["critic"] = SAM(self.critic.parameters(), self._optimizers["critic"], rho=rho)
+
     # -- intervention protocol ------------------------------------------------------------------
     # What rlplastic.interventions needs beyond the monitor protocol: fresh initialisations to copy
     # from, the target copies to keep in sync, how units flow between modules (ReDo), which
@@ -359,7 +372,18 @@ class DrQV2Agent:
             if name in self._optimizers:
                 self._optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
-        self._optimizers["critic"].step()
+        critic_optimizer = self._optimizers["critic"]
+        if isinstance(critic_optimizer, SAM):
+            # The critic steps with ∇L at θ + ρg/‖g‖. The encoder keeps its gradient at θ: the second
+            # pass runs on detached features and adds only the critic's own terms.
+            critic_optimizer.first_step(zero_grad=True)
+            with self._autocast():
+                q1_ascent, q2_ascent = self.critic(features.detach(), batch.action)
+            ascent_loss = F.mse_loss(q1_ascent.float(), target_q) + F.mse_loss(q2_ascent.float(), target_q)
+            (ascent_loss + self._extra_loss("critic", context)).backward()
+            critic_optimizer.second_step()
+        else:
+            critic_optimizer.step()
         if "encoder" in self._optimizers:
             self._optimizers["encoder"].step()
         return {
@@ -418,8 +442,12 @@ class DrQV2Agent:
             loss_fn=loss_fn,
             # frozen parameters (a plasticity-injected head) are constants of the loss, not variables
             params=[p for p in self.critic.parameters() if p.requires_grad],
-            features={"encoder": features, "critic_trunk": critic_trunk, "actor_trunk": actor_trunk,
-                      "critic_penultimate": penultimate},  # fmt: skip
+            features={
+                "encoder": features,
+                "critic_trunk": critic_trunk,
+                "actor_trunk": actor_trunk,
+                "critic_penultimate": penultimate,
+            },  # fmt: skip
             td_target=target.squeeze(-1),
             q=q1.squeeze(-1),
             head_weight=head.weight.detach().squeeze(0),

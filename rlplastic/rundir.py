@@ -8,14 +8,16 @@ share a variant whatever order their overrides come in.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 # Keys that change where or how a run is observed, not what it learns: they never name a variant.
 NON_SEMANTIC_KEYS = frozenset({
     "seed", "task", "device", "run_root", "run_dir", "progress", "use_tb", "use_csv",
-    "save_every_frames", "save_replay", "save_video", "log_every_frames",
+    "save_every_frames", "save_replay", "save_video", "log_every_frames", "sweep_root", "sweep_name", "num_threads",
 })  # fmt: skip
 
 DEFAULT_VARIANT = "default"
@@ -55,3 +57,42 @@ def variant_name(overrides: Iterable[str], changes_config: Callable[[str], bool]
 def run_dir_for(run_root: str | Path, task: str, variant: str, seed: int) -> Path:
     """``<run_root>/<task>/<variant>/seed<seed>``."""
     return Path(run_root) / task / variant / f"seed{seed}"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix.rstrip("."): tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def check_same_experiment(run_dir: str | Path, config: dict[str, Any]) -> None:
+    """Refuse to resume a run dir that holds a different experiment.
+
+    Compares ``config`` (resolved, as a plain dict) with the ``config.yaml`` written when the run dir's
+    run first started, ignoring :data:`NON_SEMANTIC_KEYS` (paths, device, logging). A run dir is named
+    by its variant, and in a sweep the settings every job shares do not appear in it, so re-running a
+    sweep with, say, another budget would otherwise silently continue the old runs.
+
+    Raises:
+        ValueError: naming the keys that differ, with both values.
+    """
+    saved_path = Path(run_dir) / "config.yaml"
+    if not saved_path.exists():
+        return
+    import yaml
+
+    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    current = _flatten(json.loads(json.dumps(config)))  # plain types, as the YAML round trip gives
+    keys = sorted(k for k in set(saved) | set(current) if k.split(".")[0] not in NON_SEMANTIC_KEYS)
+    differ = [k for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
+    if differ:
+        absent = "<absent>"
+        shown = ", ".join(f"{k}: {saved.get(k, absent)!r} there, {current.get(k, absent)!r} now" for k in differ[:6])
+        more = ", ..." if len(differ) > 6 else ""
+        raise ValueError(
+            f"{run_dir} holds a run of a different configuration ({shown}{more}); "
+            "resume it with its own settings, or choose another run_dir / sweep_name"
+        )

@@ -71,6 +71,21 @@ class RRController(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class Interventions(Protocol):
+    """The run's interventions (``rlplastic.interventions.InterventionSet``) as the loop drives them."""
+
+    signals_needed: tuple[str, ...]
+
+    def after_update(self, replay: ReplayBuffer, device: torch.device) -> dict[str, dict[str, float]]: ...
+    def at_episode_end(
+        self, signals: dict[str, float], frame: int, replay: ReplayBuffer, device: torch.device
+    ) -> dict[str, dict[str, float]]: ...
+    def train_metrics(self) -> dict[str, Any]: ...
+    def restore_structure(self, agent_state: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class Monitor(Protocol):
     """A plasticity monitor (``rlplastic.monitor.PlasticityMonitor``) as the loop drives it."""
 
@@ -203,6 +218,8 @@ class Trainer:
         seed: seed of the first training episode (the eval env is seeded by its maker).
         monitor: optional plasticity monitor; it hooks the agent now, sees every update, and its
             values are logged with the train metrics.
+        interventions: optional intervention set, already built on ``agent``: asked after every
+            update and at every episode end; what fires is logged as ``events/<name>``.
     """
 
     def __init__(
@@ -217,8 +234,10 @@ class Trainer:
         device: str | torch.device = "cpu",
         seed: int = 0,
         monitor: Monitor | None = None,
+        interventions: Interventions | None = None,
     ) -> None:
         self.agent = agent
+        self.interventions = interventions
         self.monitor = monitor
         if monitor is not None:
             monitor.attach(agent)
@@ -329,6 +348,10 @@ class Trainer:
             if self.monitor is not None:
                 with self.stopwatch.time("monitor"):
                     self.monitor.after_update(self.agent, self.replay, self.counters.step)
+            if self.interventions is not None:
+                self.metric_window.add(self.interventions.train_metrics())
+                with self.stopwatch.time("intervention"):
+                    self._log_events(self.interventions.after_update(self.replay, self.device))
 
     def _env_step(self, action: np.ndarray) -> None:
         c = self.counters
@@ -356,17 +379,27 @@ class Trainer:
         c.episode += 1
         if self.monitor is not None:  # closes the episode's FAU account before controllers read it
             self.monitor.end_episode()
-        if self.rr.signals_needed:
-            signals = self.monitor.signals() if self.monitor is not None else {}
-            if self.rr.observe(signals, self.frame):
-                self.logger.scalars({"events/rr_switch": self.rr.value, "rr/value": self.rr.value}, self.frame)
-                tqdm.write(f"rlplastic: replay ratio -> {self.rr.value:g} at frame {self.frame}")
+        needed = self.rr.signals_needed or (self.interventions is not None and self.interventions.signals_needed)
+        signals = self.monitor.signals() if needed and self.monitor is not None else {}
+        if self.rr.signals_needed and self.rr.observe(signals, self.frame):
+            self.logger.scalars({"events/rr_switch": self.rr.value, "rr/value": self.rr.value}, self.frame)
+            tqdm.write(f"rlplastic: replay ratio -> {self.rr.value:g} at frame {self.frame}")
+        if self.interventions is not None:
+            with self.stopwatch.time("intervention"):
+                self._log_events(self.interventions.at_episode_end(signals, self.frame, self.replay, self.device))
         self.logger.scalars({
             "train/episode_reward": c.episode_return,
             "train/episode_length": c.episode_step * self.config.action_repeat,
             "train/episode": c.episode,
             "train/buffer_size": len(self.replay),
         }, self.frame)  # fmt: skip
+
+    def _log_events(self, fired: dict[str, dict[str, float]]) -> None:
+        for name, report in fired.items():
+            values = {f"events/{name}": 1.0, **{f"events/{name}/{key}": value for key, value in report.items()}}
+            self.logger.scalars(values, self.frame)
+            details = ", ".join(f"{key}={value:g}" for key, value in report.items() if "/" not in key)
+            tqdm.write(f"rlplastic: {name} at frame {self.frame}" + (f" ({details})" if details else ""))
 
     def _log_train(self, bar: tqdm) -> None:
         c = self.counters
@@ -379,7 +412,7 @@ class Trainer:
         })  # fmt: skip
         if self.monitor is not None:
             values.update(self.monitor.log_values())
-        for phase in ("env", "sample", "update", "monitor"):
+        for phase in ("env", "sample", "update", "monitor", "intervention"):
             if window["counts"].get(phase):
                 values[f"time/{phase}_s"] = window["seconds"][phase] / window["counts"][phase]
         floats = self.logger.scalars(values, self.frame)
@@ -442,6 +475,7 @@ class Trainer:
             "replay": self.replay.state_dict() if self.config.save_replay else None,
             "rr": self.rr.state_dict(),
             "monitor": None if self.monitor is None else self.monitor.state_dict(),
+            "interventions": None if self.interventions is None else self.interventions.state_dict(),
             "rng": capture_rng_state(),
             "train_env": self.train_env.get_state(),
             "eval_env": self.eval_env.get_state(),
@@ -455,6 +489,8 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.counters = _Counters(**state["counters"])
+        if self.interventions is not None:  # injected heads first, or the saved agent state does not fit
+            self.interventions.restore_structure(state["agent"])
         self.agent.load_state_dict(state["agent"])
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
@@ -465,6 +501,8 @@ class Trainer:
         self.rr.load_state_dict(state["rr"])
         if self.monitor is not None and state.get("monitor") is not None:
             self.monitor.load_state_dict(state["monitor"])
+        if self.interventions is not None:
+            self.interventions.load_state_dict(state["interventions"])
         restore_rng_state(state["rng"])
         self.train_env.set_state(state["train_env"])
         self.eval_env.set_state(state["eval_env"])

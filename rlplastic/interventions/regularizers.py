@@ -127,6 +127,14 @@ class _InitAnchored:
         self.targets = _check_targets(targets, modules, self.name)
         #: module name -> [(key, parameter)], key = "<module>.<parameter name>"
         self._bound: dict[str, list[tuple[str, nn.Parameter]]] = {}
+        self._bind(modules)
+        #: latest term per module (detached device tensors, for logging)
+        self.last_terms: dict[str, Tensor] = {}
+        self._anchor: dict[str, Tensor] = {}
+        self.reset_anchor()
+
+    def _bind(self, modules: Mapping[str, nn.Module]) -> None:
+        self._bound = {}
         seen: set[int] = set()  # a parameter shared by two target modules is counted once
         for target in self.targets:
             # frozen parameters (e.g. a plasticity-injected head's base) cannot move: a term on them is a constant
@@ -139,10 +147,23 @@ class _InitAnchored:
             raise ValueError(f"{self.name}: the target modules {list(self.targets)} have no parameters it applies to")
         #: ``module.parameter`` names this regularizer acts on.
         self.touched: tuple[str, ...] = tuple(key for entries in self._bound.values() for key, _ in entries)
-        #: latest term per module (detached device tensors, for logging)
-        self.last_terms: dict[str, Tensor] = {}
-        self._anchor: dict[str, Tensor] = {}
-        self.reset_anchor()
+
+    @torch.no_grad()
+    def rebind(self, modules: Mapping[str, nn.Module]) -> None:
+        """Re-read the target modules' parameters after their structure changed (plasticity injection).
+
+        Parameters are followed by identity: one still trainable keeps its θ₀ (under its new name), a new
+        one (the injected trainable head) is anchored at its value now, its fresh initialisation, and one
+        that was frozen is dropped, as at construction.
+        """
+        previous = {id(p): key for entries in self._bound.values() for key, p in entries}
+        anchors = self._anchor
+        self._bind(_check_modules(modules, type(self).__name__))
+        self._anchor = {
+            key: anchors[previous[id(p)]] if id(p) in previous else self._snapshot(p)
+            for entries in self._bound.values()
+            for key, p in entries
+        }
 
     def _select(self, module: nn.Module) -> list[tuple[str, nn.Parameter]]:
         raise NotImplementedError

@@ -276,6 +276,7 @@ class PlasticityMonitor:
         self._window_updates = 0
         self._episode_updates = 0
         self._init_params: dict[str, dict[str, Tensor]] | None = None
+        self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
         self._fresh: list[str] = []  # keys of the last probe not yet logged
         self._probe_seconds = 0.0
@@ -313,11 +314,64 @@ class PlasticityMonitor:
                 for store in (self._window, self._episode):
                     store[name] = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
             agent.add_phase_listener(self._on_phase)
+        self._param_refs = {name: dict(module.named_parameters()) for name, module in self._modules.items()}
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self._apply_state(state)
         elif "drift" in self._metrics:
             self._init_params = {name: snapshot_params(module) for name, module in self._modules.items()}
+
+    def after_intervention(self, agent: Any, modules: Sequence[str], reinitialised: bool = False) -> None:
+        """Follow an intervention that changed ``modules`` (call it right after, outside any update).
+
+        Plasticity injection moves a head's layers under new names (``Q1.1`` → ``Q1.base.1``) and adds
+        new ones. The monitor follows every ReLU and parameter **by identity**: a moved ReLU keeps its
+        FAU counts under its new name and new ReLUs start from zero (so pooled FAU over an account that
+        spans the injection is exact); a moved parameter keeps its initial value for ``drift`` and a new
+        one starts from its value now. After a re-initialisation (``reinitialised``: full or heads
+        reset) ``drift`` of those modules is measured from the fresh weights. Other interventions
+        (ReDo, shrink-and-perturb, regularizers) change values in place and need no call.
+
+        Args:
+            agent: the agent the monitor is attached to.
+            modules: names of the modules the intervention touched.
+            reinitialised: the modules were re-initialised (re-anchor ``drift``).
+        """
+        self._fold()
+        available = agent.named_modules_for_monitor()
+        for name in modules:
+            if name not in self._modules:
+                continue
+            module = self._modules[name] = available[name]
+            if name in self._layers:
+                self._follow_layers(name, relu_layers(module))
+            params = dict(module.named_parameters())
+            if self._init_params is not None:
+                old_key = {id(p): key for key, p in self._param_refs[name].items()}
+                init = self._init_params[name]
+                self._init_params[name] = {
+                    key: init[old_key[id(p)]] if id(p) in old_key and not reinitialised else p.detach().clone()
+                    for key, p in params.items()
+                }
+            self._param_refs[name] = params
+
+    def _follow_layers(self, name: str, layers: dict[str, nn.Module]) -> None:
+        old = self._layers[name]
+        if list(old) == list(layers) and all(old[k] is layers[k] for k in layers):
+            return
+        old_row = {id(layer): i for i, layer in enumerate(old.values())}
+        rows = [old_row.get(id(layer)) for layer in layers.values()]
+        for store in (self._window, self._episode, self._last_window, self._last_episode, self._first_update):
+            if name in store:
+                moved = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
+                for i, row in enumerate(rows):
+                    if row is not None:
+                        moved[i] = store[name][row]
+                store[name] = moved
+        self._layers[name] = layers
+        if name in self._captures:
+            self._captures[name].remove()
+            self._captures[name] = ActivationCapture(layers, count=True)
 
     def after_update(self, agent: Any, replay: Any, step: int) -> None:
         """Account one gradient update; run a probe when one is due. No host sync unless probing."""
