@@ -192,12 +192,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     configure_threads(cfg.num_threads)
     run_dir = resolve_run_dir(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_same_experiment(run_dir, resolved)
     finished = read_complete(run_dir)
     if finished is not None:
         print(f"rlplastic: {run_dir} already finished at frame {finished['frame']}; nothing to do")
         return finished
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    check_same_experiment(run_dir, resolved)
     trainer = build_trainer(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
