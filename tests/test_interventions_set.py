@@ -84,6 +84,13 @@ def test_threshold_trigger_needs_the_monitor():
         InterventionSet(tiny_agent("states"), {"heads_reset": {"trigger": trigger}}, monitor=None)
 
 
+def test_threshold_trigger_on_a_metric_the_monitor_does_not_measure_is_refused():
+    trigger = {"kind": "threshold", "signal": "critic/nc1", "threshold": 0.2}
+    monitor = make_monitor(metrics=["fau", "dormant"])
+    with pytest.raises(ValueError, match="the monitor does not measure 'nc1': add it to monitor.metrics"):
+        InterventionSet(tiny_agent("states"), {"heads_reset": {"trigger": trigger}}, monitor=monitor)
+
+
 def test_empty_config_builds_nothing():
     assert make_interventions(tiny_agent("states"), {}) is None
     assert make_interventions(tiny_agent("states"), None) is None
@@ -302,6 +309,15 @@ def test_each_intervention_runs_end_to_end_and_logs_what_it_did(tmp_path, baseli
         assert all(v > 0 for _, v in series["train/reg/nc_reg/nc1"])
     # every intervention changes the training from the baseline's after it acts
     assert series["train/critic_loss"] != baseline["train/critic_loss"], name
+
+
+def test_threshold_triggered_redo_waits_for_its_probe_signal_and_honours_the_cooldown(tmp_path):
+    _, series = run_train(tmp_path, [
+        *E2E, "intervention=redo", "intervention.redo.period=null", "monitor.probe_at_start=false",
+        "monitor.probe_every_updates=100",  # the first critic/dormant arrives at frame ~1400
+        "intervention.redo.trigger={kind: threshold, signal: critic/dormant, threshold: -1, cooldown_frames: 1000}",
+    ])  # fmt: skip
+    assert [frame for frame, _ in series["events/redo"]] == [2000, 3000]
 
 
 def test_resumed_run_with_interventions_continues_identically(tmp_path):

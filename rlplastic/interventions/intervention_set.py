@@ -156,17 +156,28 @@ class InterventionSet:
                 f"intervention.{name}.trigger={trigger!r} must be a mapping, e.g. "
                 "{kind: schedule, every_frames: 200000} or {kind: threshold, signal: critic/dormant, threshold: 0.2}"
             )
-        built = make_trigger(**dict(trigger))
-        if isinstance(built, ThresholdTrigger):
-            from rlplastic.rr import validate_signal  # the signal names the monitor produces
+        trigger = dict(trigger)
+        signal = trigger.get("signal")
+        if trigger.get("kind") != "threshold" or not isinstance(signal, str):
+            return make_trigger(**trigger)  # make_trigger names what is wrong
+        from rlplastic.rr import validate_signal  # the signal names the monitor produces
 
-            validate_signal(built.signal)
-            if self.monitor is None:
-                raise ValueError(
-                    f"intervention.{name} fires on {built.signal!r} from the plasticity monitor, but monitor=off: "
-                    "use monitor=default or monitor=full, or a schedule trigger"
-                )
-        return built
+        validate_signal(signal)
+        if self.monitor is None:
+            raise ValueError(
+                f"intervention.{name} fires on {signal!r} from the plasticity monitor, but monitor=off: "
+                "use monitor=default or monitor=full, or a schedule trigger"
+            )
+        metric = signal.rsplit("/", 1)[1]
+        measured = getattr(getattr(self.monitor, "config", None), "metric_set", None)
+        needed = "fau" if metric in ("episode_fau", "first_update_fau") else metric
+        if measured is not None and needed not in measured:
+            raise ValueError(
+                f"intervention.{name} fires on {signal!r}, but the monitor does not measure {needed!r}: "
+                f"add it to monitor.metrics (it measures {sorted(measured)})"
+            )
+        # the name is checked now: probe signals only appear after the first probe
+        return make_trigger(**trigger, known_signals=[signal])
 
     def _build_operation(self, name: str, settings: dict[str, Any], available: Mapping[str, Any]) -> None:
         settings = dict(settings)
