@@ -4,6 +4,7 @@ different configuration."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import train
+from rlplastic import report
 from rlplastic.rundir import check_same_experiment
 from tests.test_trainer import ROOT, STATES, compose_config
 
@@ -42,6 +44,13 @@ def test_two_by_two_multirun_lands_in_run_dirs_and_rerunning_trains_nothing(tmp_
     ]  # fmt: skip
     assert all((r / "run_complete.json").exists() for r in runs)
     sizes = {r: (r / "scalars.csv").stat().st_size for r in runs}
+
+    assert report.main([str(tmp_path / "default"), "--out", str(tmp_path / "report"), "--reps", "200"]) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert sorted(summary["aggregates"]) == ["default", "rr=adaptive"]
+    assert sorted((r["variant"], r["seed"], r["counted"]) for r in summary["runs"]) == [
+        ("default", 1, True), ("default", 2, True), ("rr=adaptive", 1, True), ("rr=adaptive", 2, True),
+    ]  # fmt: skip
 
     again = _sweep(tmp_path, sweep)
     assert again.returncode == 0, again.stderr[-3000:]
