@@ -69,6 +69,12 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]} must be > 0")
     if not 0.0 < cfg.discount <= 1.0:
         raise ValueError(f"discount={cfg.discount} must be in (0, 1]")
+    nc_reg = (cfg.get("intervention") or {}).get("nc_reg")
+    if nc_reg is not None and cfg.batch_size < nc_reg.get("num_bins", 10):
+        raise ValueError(
+            f"intervention.nc_reg.num_bins={nc_reg.get('num_bins', 10)} TD-target bins need at least that many "
+            f"transitions per batch, but batch_size={cfg.batch_size}: lower num_bins or raise batch_size"
+        )
 
 
 def _changes_config(override: str, task_override: str) -> bool:

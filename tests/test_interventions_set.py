@@ -349,6 +349,7 @@ def test_resumed_run_with_interventions_continues_identically(tmp_path):
     [
         (["intervention=[inject,heads_reset]"], r"inject and heads_reset both act on \['critic'\]"),
         (["intervention=redo", "intervention.redo.tau=2"], r"tau=2 is outside \[0, 1\]"),
+        (["intervention=nc_reg", "batch_size=8"], r"nc_reg.num_bins=10 TD-target bins .* but batch_size=8"),
         (["intervention=heads_reset", "intervention.heads_reset.trigger.kind=threshold",
           "+intervention.heads_reset.trigger.signal=critic/dormant", "+intervention.heads_reset.trigger.threshold=0.2",
           "~intervention.heads_reset.trigger.every_frames", "~intervention.heads_reset.trigger.at_frames",
