@@ -9,8 +9,10 @@ What is timed is the part of the loop the monitor touches: ``replay.sample`` + `
 hidden 1024) on a replay filled with random frames. The environment is not stepped, so the
 overhead ratios are upper bounds for a whole training loop (which also renders and steps physics).
 
-* Per-update hook cost: two identically seeded agents, one with the FAU hooks, run interleaved
-  blocks of updates (off, on, off, on, ...) so that machine drift hits both alike.
+* Per-update hook cost: three identically seeded agents, one without hooks, one with the FAU hooks and
+  one with them but the encoder counted on every ``--encoder-every``-th update only
+  (``encoder_fau_every_updates``), run interleaved blocks of updates (off, on, sparse, off, ...) so
+  that machine drift hits all alike.
 * Probe cost: probes of the default and full configs are timed directly and amortised over their
   cadence; a probe is one batch of ``probe_batch_size`` and, every ``curvature_every_probes`` probes,
   the Hessian-vector-product metrics.
@@ -109,6 +111,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=60, help="timed updates per agent (monitored and not)")
     parser.add_argument("--block", type=int, default=5, help="updates per interleaved block")
     parser.add_argument("--probes", type=int, default=2, help="probes timed per config (default, full)")
+    parser.add_argument("--encoder-every", type=int, default=4, help="encoder_fau_every_updates of the sparse arm")
     parser.add_argument("--rr", type=float, default=0.5, help="updates per agent step, to convert to 1k steps")
     parser.add_argument("--hidden-dim", type=int, default=1024)
     parser.add_argument("--feature-dim", type=int, default=50)
@@ -124,18 +127,22 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)  # fmt: skip
     replay = filled_replay(args)
-    plain, hooked = make_agent(args, device), make_agent(args, device)
+    plain, hooked, sparse = make_agent(args, device), make_agent(args, device), make_agent(args, device)
     fau_only = make_monitor(**load_monitor_config("default", args.seed, metrics=["fau"], probe_every_updates=0))
     fau_only.attach(hooked)
+    fau_sparse = make_monitor(**load_monitor_config("default", args.seed, metrics=["fau"], probe_every_updates=0,
+                                                    encoder_fau_every_updates=args.encoder_every))  # fmt: skip
+    fau_sparse.attach(sparse)
+    arms = ((plain, None), (hooked, fau_only), (sparse, fau_sparse))
 
     # warm-up (allocator, lazy init), then interleaved blocks
-    for agent, monitor in ((plain, None), (hooked, fau_only)):
+    for agent, monitor in arms:
         time_updates(agent, monitor, replay, args, device, 2)
-    off, on = [], []
+    blocks: list[list[float]] = [[], [], []]
     for _ in range(max(1, args.updates // args.block)):
-        off.append(time_updates(plain, None, replay, args, device, args.block) / args.block)
-        on.append(time_updates(hooked, fau_only, replay, args, device, args.block) / args.block)
-    t_off, t_on = statistics.median(off), statistics.median(on)
+        for times, (agent, monitor) in zip(blocks, arms, strict=True):
+            times.append(time_updates(agent, monitor, replay, args, device, args.block) / args.block)
+    t_off, t_on, t_sparse = (statistics.median(times) for times in blocks)
 
     probes: dict[str, tuple[dict[str, Any], float]] = {}
     for name in ("default", "full"):
@@ -148,7 +155,11 @@ def main() -> None:
         probes[name] = (cfg, statistics.mean(time_probes(agent, monitor, replay, cycle)))
 
     per_1k = 1000 * args.rr
-    rows = [("off", per_1k * t_off, None, None), ("fau alone", per_1k * t_on, None, None)]
+    rows = [
+        ("off", per_1k * t_off, None, None),
+        ("fau alone", per_1k * t_on, None, None),
+        (f"fau, enc/{args.encoder_every}", per_1k * t_sparse, None, None),
+    ]
     for name, (cfg, t_probe) in probes.items():
         every = cfg["probe_every_updates"]
         amortised = per_1k / every * t_probe if every else 0.0
@@ -156,13 +167,14 @@ def main() -> None:
 
     print(f"device {device} | batch {args.batch_size} | hidden {args.hidden_dim} | feature {args.feature_dim} | "
           f"rr {args.rr:g} ({per_1k:g} updates per 1k agent steps) | {torch.get_num_threads()} threads")  # fmt: skip
-    print(f"update (sample+update): off {t_off * 1e3:.1f} ms, with FAU hooks {t_on * 1e3:.1f} ms "
-          f"(median of {len(off)} interleaved blocks of {args.block})")  # fmt: skip
-    print(f"{'monitor':<10} {'s / 1k agent steps':>20} {'overhead':>9} {'probe s':>8} {'every N updates':>16}")
+    print(f"update (sample+update): off {t_off * 1e3:.1f} ms, with FAU hooks {t_on * 1e3:.1f} ms, encoder FAU "
+          f"every {args.encoder_every} {t_sparse * 1e3:.1f} ms (median of {len(blocks[0])} interleaved blocks of "
+          f"{args.block})")  # fmt: skip
+    print(f"{'monitor':<12} {'s / 1k agent steps':>20} {'overhead':>9} {'probe s':>8} {'every N updates':>16}")
     base = rows[0][1]
     for name, seconds, t_probe, every in rows:
         probe = "" if t_probe is None else f"{t_probe:.2f}"
-        print(f"{name:<10} {seconds:>20.1f} {seconds / base - 1:>9.1%} {probe:>8} {every or '':>16}")
+        print(f"{name:<12} {seconds:>20.1f} {seconds / base - 1:>9.1%} {probe:>8} {every or '':>16}")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,27 @@ def test_fau_equals_released_definition_and_counts_only_loss_forwards():
         assert float(values[f"plasticity/{name}/fau"]) != pytest.approx(pooled_all, abs=1e-9)
 
 
+def test_encoder_fau_every_k_updates_counts_only_those_updates():
+    agent, replay = make_agent("pixels"), make_replay("pixels")
+    monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0, encoder_fau_every_updates=3))
+    monitor.attach(agent)
+    recorder = ForwardRecorder(agent)
+    encoder = np.zeros((len(LAYERS["encoder"]), 2), dtype=np.int64)
+    critic = np.zeros((len(LAYERS["critic"]), 2), dtype=np.int64)
+    for update in range(5):
+        recorder.snapshot()
+        run_updates(agent, replay, monitor, 1)
+        if update % 3 == 0:  # updates 1 and 4 (the first included)
+            encoder += released_counts(recorder, "encoder", {"critic_update"})
+        critic += released_counts(recorder, "critic", {"critic_update"})
+    values = {k: float(v) for k, v in monitor.log_values().items()}
+    assert values["plasticity/encoder/fau"] == pytest.approx(encoder[:, 0].sum() / encoder[:, 1].sum(), abs=1e-12)
+    assert values["plasticity/critic/fau"] == pytest.approx(critic[:, 0].sum() / critic[:, 1].sum(), abs=1e-12)
+    assert monitor.signals()["encoder/first_update_fau"] > 0  # the first update is counted
+    with pytest.raises(ValueError, match=r"monitor.encoder_fau_every_updates=0 must be an int >= 1"):
+        MonitorConfig(encoder_fau_every_updates=0)
+
+
 def test_fau_windows_episodes_and_first_update():
     agent, replay = make_agent("states"), make_replay("states")
     monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
