@@ -107,6 +107,11 @@ class Critic(nn.Module):
         return self.Q1(h_action), self.Q2(h_action)
 
 
+def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DrQ-v2's critic loss: both Q heads regressed onto the same TD target, in float32."""
+    return F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
+
+
 class DrQV2Agent:
     """The DrQ-v2 actor-critic, implementing the agent protocol of DESIGN.md.
 
@@ -364,7 +369,7 @@ class DrQV2Agent:
         with self._phase("critic_update"), self._autocast():
             q1, q2 = self.critic(features, batch.action)
         q1, q2 = q1.float(), q2.float()
-        loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        loss = _twin_q_loss(q1, q2, target_q)
         context = {"td_target": target_q}
         loss = loss + self._extra_loss("critic", context) + self._extra_loss("encoder", context)
 
@@ -379,8 +384,7 @@ class DrQV2Agent:
             critic_optimizer.first_step(zero_grad=True)
             with self._autocast():
                 q1_ascent, q2_ascent = self.critic(features.detach(), batch.action)
-            ascent_loss = F.mse_loss(q1_ascent.float(), target_q) + F.mse_loss(q2_ascent.float(), target_q)
-            (ascent_loss + self._extra_loss("critic", context)).backward()
+            (_twin_q_loss(q1_ascent, q2_ascent, target_q) + self._extra_loss("critic", context)).backward()
             critic_optimizer.second_step()
         else:
             critic_optimizer.step()
@@ -434,8 +438,7 @@ class DrQV2Agent:
         action = batch.action
 
         def loss_fn() -> torch.Tensor:
-            q1, q2 = self.critic(features, action)
-            return F.mse_loss(q1, target) + F.mse_loss(q2, target)
+            return _twin_q_loss(*self.critic(features, action), target)
 
         head = self.critic.Q1[-1]
         return CriticProbe(
