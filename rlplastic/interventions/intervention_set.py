@@ -41,7 +41,7 @@ import torch
 
 from rlplastic.interventions.injection import inject, injected_heads, reinject_from_state
 from rlplastic.interventions.redo import ReDo
-from rlplastic.interventions.regularizers import REGULARIZERS, make_regularizer
+from rlplastic.interventions.regularizers import REGULARIZER_KEYS, REGULARIZERS, make_regularizer
 from rlplastic.interventions.resets import FullReset, HeadsReset, ShrinkPerturb
 from rlplastic.interventions.triggers import ScheduleTrigger, ThresholdTrigger, make_trigger
 
@@ -56,10 +56,7 @@ INTERVENTIONS: dict[str, tuple[str, ...]] = {
     "shrink_perturb": ("alpha", "beta", "modules", "reset_optimizer", "trigger"),
     "redo": ("tau", "modules", "period", "batch_size", "step", "trigger"),
     "inject": ("modules", "trigger"),
-    "l2_init": ("targets", "coef"),
-    "w2_init": ("targets", "coef", "include_bias"),
-    "nc_reg": ("coef", "clip", "num_bins", "layer", "rcond"),
-    "weight_decay": ("targets", "coef"),
+    **REGULARIZER_KEYS,
     "sam": ("rho",),
 }
 

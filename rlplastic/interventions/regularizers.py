@@ -43,6 +43,7 @@ from rlplastic.monitor.collapse import quantile_bins
 __all__ = [
     "NORM_LAYERS",
     "REGULARIZERS",
+    "REGULARIZER_KEYS",
     "DecoupledWeightDecay",
     "L2Init",
     "NCRegularizer",
@@ -543,6 +544,13 @@ class DecoupledWeightDecay:
 REGULARIZERS: dict[str, type] = {
     cls.name: cls for cls in (L2Init, WassersteinInit, NCRegularizer, DecoupledWeightDecay)
 }
+#: Config name -> the keys its config may set (the class's arguments other than modules/optimizers).
+REGULARIZER_KEYS: dict[str, tuple[str, ...]] = {
+    "l2_init": ("targets", "coef"),
+    "w2_init": ("targets", "coef", "include_bias"),
+    "nc_reg": ("coef", "clip", "num_bins", "layer", "rcond"),
+    "weight_decay": ("targets", "coef"),
+}
 
 
 def make_regularizer(
@@ -563,12 +571,7 @@ def make_regularizer(
     if name not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {name!r}: allowed are {sorted(REGULARIZERS)}")
     cls = REGULARIZERS[name]
-    allowed = {
-        "l2_init": ["targets", "coef"],
-        "w2_init": ["targets", "coef", "include_bias"],
-        "nc_reg": ["coef", "clip", "num_bins", "layer", "rcond"],
-        "weight_decay": ["targets", "coef"],
-    }[name]
+    allowed = list(REGULARIZER_KEYS[name])
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"unknown {name} config key(s) {unknown}: allowed are {allowed}")
