@@ -107,11 +107,19 @@ class InterventionSet:
         self.updates = 0  # gradient updates seen
         self._rng = np.random.default_rng([_RNG_STREAM, seed])
         self._done: set[str] = set()  # one-shot operations that have fired (inject)
-        self._check_injection_conflicts(config)
+
+        # operations first: building them changes nothing on the agent, so a refused config leaves it as it was
+        available = agent.named_modules_for_monitor()
+        self.triggers: dict[str, ScheduleTrigger | ThresholdTrigger] = {}
+        self._settings: dict[str, dict[str, Any]] = {}
+        self._operations: dict[str, Any] = {}
+        for name in OPERATIONS:
+            if name in config:
+                self._build_operation(name, config[name], available)
+        self._check_injection_conflicts()
 
         if "sam" in config:
             agent.enable_sam(**config["sam"])
-        available = agent.named_modules_for_monitor()
         self.regularizers: dict[str, Any] = {}
         optimizers = agent.optimizers()
         for name in REGULARIZERS:
@@ -123,24 +131,13 @@ class InterventionSet:
                 self.regularizers[name] = make_regularizer(name, modules=available, optimizers=optimizers, **settings)
                 agent.regularizers.append(self.regularizers[name])
 
-        self.triggers: dict[str, ScheduleTrigger | ThresholdTrigger] = {}
-        self._settings: dict[str, dict[str, Any]] = {}
-        self._operations: dict[str, Any] = {}
-        for name in OPERATIONS:
-            if name in config:
-                self._build_operation(name, config[name], available)
-
     # -- construction ---------------------------------------------------------------------------------
 
-    def _check_injection_conflicts(self, config: Mapping[str, Mapping[str, Any]]) -> None:
-        if "inject" not in config:
-            return
-        injected = set(_modules_list(config["inject"].get("modules", ("critic",)), "inject"))
-        defaults = {"reset": ("encoder", "actor", "critic"), "heads_reset": ("actor", "critic"),
-                    "shrink_perturb": ("encoder", "actor", "critic"), "redo": ("critic",)}  # fmt: skip
-        for name, default in defaults.items():
-            if name in config:
-                overlap = injected & set(config[name].get("modules", default))
+    def _check_injection_conflicts(self) -> None:
+        injected = set(self._operations.get("inject", ()))
+        for name, operation in self._operations.items():
+            if name != "inject":
+                overlap = injected & set(operation.modules)
                 if overlap:
                     raise ValueError(
                         f"intervention inject and {name} both act on {sorted(overlap)}: injection changes the "
