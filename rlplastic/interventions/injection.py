@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from rlplastic.interventions.optim_state import optimizer_of
 
-__all__ = ["InjectedHead", "PlasticityInjection", "inject", "injected_heads", "reinject_from_state"]
+__all__ = ["InjectedHead", "inject", "injected_heads", "reinject_from_state"]
 
 
 class _Concat(nn.Module):
@@ -215,21 +215,3 @@ def reinject_from_state(agent: Any, agent_state: Mapping[str, Any]) -> dict[str,
             inject(agent, name, heads)
             done[name] = tuple(heads)
     return done
-
-
-class PlasticityInjection:
-    """Intervention object for :func:`inject` (``apply(agent) -> report``), logged as ``events/injection``.
-
-    :param module: The module whose heads are injected.
-    :param heads: Head paths; ``None`` = the agent's declared heads for ``module``.
-    """
-
-    name = "injection"
-
-    def __init__(self, module: str = "critic", heads: Sequence[str] | None = None) -> None:
-        self.module = module
-        self.heads = None if heads is None else tuple(heads)
-
-    def apply(self, agent: Any) -> dict[str, float]:
-        """Inject ``self.module``'s heads of ``agent``."""
-        return inject(agent, self.module, self.heads)
