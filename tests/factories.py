@@ -1,6 +1,9 @@
-"""Tiny agents and random batches shared by the agent and intervention tests."""
+"""Tiny agents, random batches and the checkpoint round trip shared by the tests."""
 
 from __future__ import annotations
+
+import io
+from typing import Any
 
 import torch
 
@@ -32,3 +35,11 @@ def random_batch(obs_type: str = "pixels", batch_size: int = 4, seed: int = 0, d
     action = torch.rand(batch_size, ACTION_DIM, generator=g) * 2 - 1
     reward = torch.rand(batch_size, 1, generator=g)
     return Batch(obs, action, reward, torch.full((batch_size, 1), discount), next_obs)
+
+
+def checkpoint_round_trip(state: Any) -> Any:
+    """What a checkpoint does to ``state``: ``torch.save``, then ``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)

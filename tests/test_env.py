@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import mujoco
 import numpy as np
 import pytest
-import torch
 
 from envs import dmc
 from envs.dmc import TASKS, DMCEnv, make_env
+from tests.factories import checkpoint_round_trip
 
 # dm_control through envs.dmc, which sets MUJOCO_GL before dm_control's first import.
 suite = dmc.suite
@@ -42,14 +41,6 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
                 assert u.dtype == v.dtype and np.array_equal(u, v)
             else:
                 assert u == v
-
-
-def _roundtrip(state: dict) -> dict:
-    """What a checkpoint does: torch.save, then torch.load with weights_only=True."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_mujoco_gl_defaults_to_egl():
@@ -239,7 +230,7 @@ def test_get_set_state_continues_bit_identically(task, obs_type, action_repeat, 
     actions = _actions(env, before + after)
     env.reset()
     _rollout(env, actions[:before])
-    state = _roundtrip(env.get_state())
+    state = checkpoint_round_trip(env.get_state())
     expected = _rollout(env, actions[before:])
 
     restored = make_env(task, obs_type=obs_type, action_repeat=action_repeat, seed=123)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
 from agents.drqv2 import DrQV2Agent
 from rlplastic.interventions.injection import InjectedHead, inject, injected_heads, reinject_from_state
 from rlplastic.replay import Batch
+from tests.factories import checkpoint_round_trip
 
 
 def make_agent(seed: int = 0) -> DrQV2Agent:
@@ -84,10 +83,7 @@ def test_injected_agent_state_round_trips_into_a_fresh_agent():
     inject(agent, "critic")
     inject(agent, "actor")
     train(agent, updates=2, start=2)
-    buffer = io.BytesIO()
-    torch.save(agent.state_dict(), buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
+    state = checkpoint_round_trip(agent.state_dict())
 
     restored = make_agent(seed=1)
     assert reinject_from_state(restored, state) == {"actor": ("policy",), "critic": ("Q1", "Q2")}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ from rlplastic.interventions.regularizers import (
 )
 from rlplastic.monitor.collapse import neural_collapse, quantile_bins
 from rlplastic.replay import Batch
+from tests.factories import checkpoint_round_trip
 
 
 def toy_modules(seed: int = 0) -> dict[str, nn.Module]:
@@ -39,13 +39,6 @@ def perturb(module: nn.Module, scale: float = 0.1, seed: int = 1) -> None:
 def value(term: torch.Tensor | None) -> float:
     assert term is not None
     return float(term.detach())
-
-
-def round_trip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 # -- L2-init ------------------------------------------------------------------------------------
@@ -246,7 +239,7 @@ def test_anchor_state_round_trip(cls):
     other_modules = copy.deepcopy(modules)
     other = cls(other_modules, targets=["net", "conv"], coef=1.0)  # anchored at the perturbed weights
     assert value(other.extra_loss("net", {})) == 0.0
-    other.load_state_dict(round_trip(reg.state_dict()))
+    other.load_state_dict(checkpoint_round_trip(reg.state_dict()))
     assert value(other.extra_loss("net", {})) == pytest.approx(before)
     with pytest.raises(ValueError, match="missing .*'conv.0.weight'"):
         cls(modules, targets=["net"], coef=1.0).load_state_dict(reg.state_dict())
@@ -258,9 +251,9 @@ def test_anchor_state_round_trip(cls):
 def test_stateless_round_trips():
     agent = tiny_agent()
     nc = NCRegularizer(agent.named_modules_for_monitor())
-    nc.load_state_dict(round_trip(nc.state_dict()))
+    nc.load_state_dict(checkpoint_round_trip(nc.state_dict()))
     wd = DecoupledWeightDecay(agent.optimizers(), ["critic"], 1e-4)
-    wd.load_state_dict(round_trip(wd.state_dict()))
+    wd.load_state_dict(checkpoint_round_trip(wd.state_dict()))
     with pytest.raises(ValueError, match="holds a 'nc_reg' regularizer, this one is 'weight_decay'"):
         wd.load_state_dict(nc.state_dict())
 

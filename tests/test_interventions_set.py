@@ -4,7 +4,6 @@ the state round trip, and every intervention end to end through train.py (events
 from __future__ import annotations
 
 import copy
-import io
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import train
 from rlplastic.interventions.intervention_set import InterventionSet, make_interventions
 from rlplastic.logger import read_scalars_csv
 from rlplastic.monitor import make_monitor
-from tests.factories import random_batch, tiny_agent
+from tests.factories import checkpoint_round_trip, random_batch, tiny_agent
 from tests.test_trainer import STATES, compose_config, run_train
 
 SCHEDULE = {"kind": "schedule", "every_frames": 1000}
@@ -193,10 +192,7 @@ def test_state_round_trip_rebuilds_injection_and_continues_identically():
     train_steps(agent, 2)
     interventions.at_episode_end({}, 1000, FakeReplay(), "cpu")
     train_steps(agent, 2, start=2)
-    buffer = io.BytesIO()
-    torch.save({"agent": agent.state_dict(), "interventions": interventions.state_dict()}, buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
+    state = checkpoint_round_trip({"agent": agent.state_dict(), "interventions": interventions.state_dict()})
 
     resumed_agent, resumed = build(1)  # different initial weights: everything must come from the state
     resumed.restore_structure(state["agent"])

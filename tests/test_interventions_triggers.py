@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
-import torch
 
 from rlplastic.interventions.triggers import ScheduleTrigger, ThresholdTrigger, make_trigger
+from tests.factories import checkpoint_round_trip
 
 
 def fired(trigger, frames, values=None, signal="critic/dormant") -> list[int]:
@@ -19,13 +18,6 @@ def fired(trigger, frames, values=None, signal="critic/dormant") -> list[int]:
         if trigger.should_fire(signals, frame):
             out.append(frame)
     return out
-
-
-def round_trip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 # -- schedule -----------------------------------------------------------------------------------
@@ -64,7 +56,7 @@ def test_schedule_state_round_trip_continues_the_same_decisions():
     first = ScheduleTrigger(every_frames=3000, at_frames=[100, 7000])
     head = fired(first, frames[:9])
     resumed = ScheduleTrigger(every_frames=3000, at_frames=[100, 7000])
-    resumed.load_state_dict(round_trip(first.state_dict()))
+    resumed.load_state_dict(checkpoint_round_trip(first.state_dict()))
     assert head + fired(resumed, frames[9:]) == reference
 
 
@@ -103,7 +95,7 @@ def test_threshold_state_round_trip_continues_the_same_decisions():
     head = fired(first, frames[:11], values[:11])
     assert head and head[-1] > 11_000 - 4000  # the cool-down is still running at the checkpoint
     resumed = ThresholdTrigger("critic/dormant", 0.2, cooldown_frames=4000)
-    resumed.load_state_dict(round_trip(first.state_dict()))
+    resumed.load_state_dict(checkpoint_round_trip(first.state_dict()))
     assert head + fired(resumed, frames[11:], values[11:]) == reference
 
 

@@ -3,7 +3,6 @@ training left untouched, checkpoints, config errors, and an end-to-end run that 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from rlplastic.augment import RandomShift
 from rlplastic.logger import read_scalars_csv
 from rlplastic.monitor import MonitorConfig, PlasticityMonitor, make_monitor
 from rlplastic.replay import ReplayBuffer
+from tests.factories import checkpoint_round_trip
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 32  # small frames keep the conv encoder cheap; the encoder is DrQ-v2's for any size
@@ -270,13 +270,6 @@ def test_hooks_do_not_change_module_outputs():
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
-def _roundtrip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
 def _assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -297,11 +290,11 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
     run_updates(agent, replay, monitor, 4)
     monitor.end_episode()
     run_updates(agent, replay, monitor, 1)
-    state = _roundtrip(monitor.state_dict())
+    state = checkpoint_round_trip(monitor.state_dict())
 
     # a resumed agent starts from another init, then loads the weights: drift must still use the first init
     resumed_agent, resumed_replay = make_agent("states", seed=2), make_replay("states")
-    resumed_agent.load_state_dict(_roundtrip(agent.state_dict()))  # no tensors shared with agent
+    resumed_agent.load_state_dict(checkpoint_round_trip(agent.state_dict()))  # no tensors shared with agent
     resumed_replay.load_state_dict(replay.state_dict())
     resumed = PlasticityMonitor(config)
     if load_first:  # the order of a resume: the trainer attaches in its constructor, loads later

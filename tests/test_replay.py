@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from rlplastic.replay import Batch, ReplayBuffer
+from tests.factories import checkpoint_round_trip
 
 # Test frames encode (episode id, step) in their pixels so every sampled stack can be decoded and
 # checked against an independent, loop-based reference: channel 0 = episode // 256,
@@ -265,10 +265,7 @@ def test_state_dict_round_trip(steps: int) -> None:
     buffer.add(np.zeros(2, np.float32), 0.5, 1.0, encode(999, 1), last=False)
     buffer.sample(16)  # advance the generator
 
-    file = io.BytesIO()
-    torch.save(buffer.state_dict(), file)
-    file.seek(0)
-    state = torch.load(file, weights_only=True)
+    state = checkpoint_round_trip(buffer.state_dict())
     restored = make_buffer(capacity=100, seed=123)
     restored.load_state_dict(state)
 
