@@ -175,12 +175,29 @@ def _moviepy_works_with_tensorboard() -> bool:
     return int(version("moviepy").split(".")[0]) < 2
 
 
-def read_scalars_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Read a run's ``scalars.csv`` into ``{tag: [(frame, value), ...]}`` in logged order."""
+def read_scalars_csv(path: str | Path, malformed: list[int] | None = None) -> dict[str, list[tuple[int, float]]]:
+    """Read a run's ``scalars.csv`` into ``{tag: [(frame, value), ...]}`` in logged order.
+
+    :param path: the CSV file.
+    :param malformed: ``None`` (default): a row that does not parse raises. A list: such rows (a killed
+        run's torn last write) are skipped and their line numbers appended to it; a row the CSV reader
+        itself cannot read ends the file there.
+    """
     series: dict[str, list[tuple[int, float]]] = {}
     with open(path, newline="") as f:
         reader = csv.reader(f)
-        next(reader, None)
-        for frame, tag, value in reader:
-            series.setdefault(tag, []).append((int(frame), float(value)))
+        try:
+            next(reader, None)
+            for row in reader:
+                try:
+                    frame, tag, value = row
+                    series.setdefault(tag, []).append((int(frame), float(value)))
+                except ValueError:
+                    if malformed is None:
+                        raise
+                    malformed.append(reader.line_num)
+        except csv.Error:
+            if malformed is None:
+                raise
+            malformed.append(reader.line_num)
     return series

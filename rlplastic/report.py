@@ -57,7 +57,7 @@ import yaml
 from numpy.typing import ArrayLike
 
 from rlplastic.checkpoint import COMPLETE_NAME, MARKER_NAME
-from rlplastic.logger import CSV_NAME, TB_DIR
+from rlplastic.logger import CSV_NAME, TB_DIR, read_scalars_csv
 
 CONFIG_NAME = "config.yaml"
 EVAL_TAG = "eval/episode_reward"
@@ -306,22 +306,10 @@ def _find_run_dirs(root: Path) -> list[Path]:
 
 
 def _read_csv(path: Path, notes: list[str]) -> dict[str, list[tuple[int, float]]]:
-    rows: dict[str, list[tuple[int, float]]] = {}
-    bad = 0
-    with open(path, newline="") as f:
-        try:
-            reader = csv.reader(f)
-            next(reader, None)
-            for row in reader:
-                try:
-                    frame, tag, value = row
-                    rows.setdefault(tag, []).append((int(frame), float(value)))
-                except ValueError:
-                    bad += 1
-        except csv.Error:
-            bad += 1
+    bad: list[int] = []
+    rows = read_scalars_csv(path, malformed=bad)
     if bad:
-        notes.append(f"{bad} malformed row(s) in {CSV_NAME} skipped (a torn write?)")
+        notes.append(f"{len(bad)} malformed row(s) in {CSV_NAME} skipped (a torn write?)")
     return rows
 
 

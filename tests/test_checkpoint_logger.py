@@ -113,6 +113,16 @@ def test_logger_resume_discards_what_came_after_the_checkpoint(tmp_path):
     assert read_scalars_csv(tmp_path / "scalars.csv")["a"] == [(0, 1.0), (100, 4.0)]
 
 
+def test_read_scalars_csv_raises_on_a_torn_row_unless_asked_to_skip_it(tmp_path):
+    path = tmp_path / "scalars.csv"
+    path.write_text("frame,tag,value\n0,a,1.0\n100,a,2.0\n150,a\n")  # a killed run's last write
+    with pytest.raises(ValueError):
+        read_scalars_csv(path)
+    malformed: list[int] = []
+    assert read_scalars_csv(path, malformed=malformed) == {"a": [(0, 1.0), (100, 2.0)]}
+    assert malformed == [4]
+
+
 def test_variant_name_keeps_only_overrides_that_change_the_config():
     defaults = {"aug": "shift", "rr.ratio": "0.5"}
 
