@@ -29,7 +29,7 @@ from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
 from rlplastic.replay import ReplayBuffer
 from rlplastic.rr import make_rr_controller
-from rlplastic.rundir import check_same_experiment, override_key, run_dir_for, variant_name
+from rlplastic.rundir import CONFIG_NAME, check_same_experiment, override_key, run_dir_for, variant_name
 from rlplastic.system import tune_malloc
 from rlplastic.trainer import Trainer, TrainerConfig
 
@@ -206,7 +206,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return finished
     trainer = build_trainer(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    (run_dir / CONFIG_NAME).write_text(OmegaConf.to_yaml(resolved))
     print(f"rlplastic: run dir {run_dir}")
     summary = trainer.run()
     print(f"rlplastic: {json.dumps(summary)}")

@@ -58,8 +58,8 @@ from numpy.typing import ArrayLike
 
 from rlplastic.checkpoint import COMPLETE_NAME, MARKER_NAME
 from rlplastic.logger import CSV_NAME, TB_DIR, read_scalars_csv
+from rlplastic.rundir import CONFIG_NAME
 
-CONFIG_NAME = "config.yaml"
 EVAL_TAG = "eval/episode_reward"
 RR_TAG = "rr/value"
 RR_SWITCH = "rr_switch"

@@ -21,6 +21,8 @@ NON_SEMANTIC_KEYS = frozenset({
 })  # fmt: skip
 
 DEFAULT_VARIANT = "default"
+#: The resolved config each run writes into its run dir when it first starts.
+CONFIG_NAME = "config.yaml"
 _MAX_NAME = 120
 
 
@@ -79,7 +81,7 @@ def check_same_experiment(run_dir: str | Path, config: dict[str, Any]) -> None:
     Raises:
         ValueError: naming the keys that differ, with both values.
     """
-    saved_path = Path(run_dir) / "config.yaml"
+    saved_path = Path(run_dir) / CONFIG_NAME
     if not saved_path.exists():
         return
     import yaml
