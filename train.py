@@ -4,13 +4,18 @@
     python train.py task=walker_walk aug=none rr.ratio=2 seed=3
 
 Re-running the same command resumes the run in its run dir (or does nothing if it finished).
+Exit codes: 0 finished; 1 an error (one ``rlplastic: error: …`` line; ``RLPLASTIC_DEBUG=1`` adds the
+traceback); 130 / 143 interrupted by SIGINT / SIGTERM after saving a checkpoint (re-run to resume).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +29,15 @@ from omegaconf import DictConfig, OmegaConf
 from agents.drqv2 import DrQV2Agent
 from envs.dmc import TASKS, make_env
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
-from rlplastic.checkpoint import read_complete, seed_everything
+from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
+from rlplastic.errors import RunError
 from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
+from rlplastic.provenance import append_start, start_record
 from rlplastic.replay import ReplayBuffer
 from rlplastic.rr import make_rr_controller
 from rlplastic.rundir import CONFIG_NAME, check_same_experiment, override_key, run_dir_for, variant_name
+from rlplastic.runlock import RunDirLock
 from rlplastic.system import tune_malloc
 from rlplastic.trainer import Trainer, TrainerConfig
 
@@ -38,20 +46,102 @@ EVAL_SEED_OFFSET = 1000
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu; anything else must be a device torch can use."""
+    """``auto`` → cuda when available, else cpu; else ``cpu``, ``cuda`` or ``cuda:N`` where that device exists."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "use auto, cpu, cuda or cuda:N"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device={name!r} is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={name!r} is not a torch device: {allowed}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r} is not supported (rlplastic trains on CPU or CUDA): {allowed}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but CUDA is not available here: use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist here")
     return device
 
 
+#: Keys that count things: integers, or floats with an integral value (Hydra reads ``1e6`` as a float).
+INT_KEYS = (
+    "seed", "batch_size", "replay_buffer_size", "nstep", "frame_stack", "action_repeat", "num_train_frames",
+    "num_seed_frames", "eval_every_frames", "num_eval_episodes", "log_every_frames", "save_every_frames",
+    "feature_dim", "hidden_dim", "num_expl_steps",
+)  # fmt: skip
+#: The OpenGL backends MuJoCo can render with.
+RENDER_BACKENDS = {"egl": "headless (default)", "osmesa": "software, needs libosmesa6", "glfw": "needs a display"}
+#: Share of the available memory the replay may take (the rest: networks, batches, the checkpoint copy).
+MEMORY_SHARE = 0.8
+
+
+def normalize_counts(cfg: DictConfig) -> None:
+    """Turn integral floats of :data:`INT_KEYS` into ints in place; refuse anything else by its key."""
+    for key in INT_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, float) and value.is_integer():
+            cfg[key] = int(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}={value!r} must be an integer (e.g. {key}=1000 or {key}=1e6)")
+
+
+def check_renderer(cfg: DictConfig) -> None:
+    """Refuse a ``MUJOCO_GL`` that cannot work here before dm_control tries it."""
+    if cfg.obs_type != "pixels" and not cfg.save_video:
+        return
+    backend = os.environ.get("MUJOCO_GL", "egl")
+    choices = ", ".join(f"{name} ({what})" for name, what in RENDER_BACKENDS.items())
+    if backend not in RENDER_BACKENDS:
+        raise ValueError(f"MUJOCO_GL={backend!r} is not a MuJoCo rendering backend: use one of {choices}")
+    if backend == "glfw" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise ValueError("MUJOCO_GL=glfw needs a display, and DISPLAY is not set: use MUJOCO_GL=egl (headless)")
+    if backend == "osmesa":
+        import ctypes.util
+
+        if ctypes.util.find_library("OSMesa") is None:
+            raise ValueError(
+                "MUJOCO_GL=osmesa needs libOSMesa, which is not installed: apt-get install libosmesa6, "
+                "or use MUJOCO_GL=egl (headless)"
+            )
+
+
+def replay_bytes(cfg: DictConfig, frame_shape: tuple[int, ...], action_dim: int) -> int:
+    """Bytes the replay allocates: one frame, action, reward, discount and episode index per stored step."""
+    frame = int(np.prod(frame_shape)) * (1 if cfg.obs_type == "pixels" else 4)
+    return cfg.replay_buffer_size * (frame + 4 * action_dim + 4 + 4 + 8)
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes (``None`` where it cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(cfg: DictConfig, frame_shape: tuple[int, ...], action_dim: int) -> None:
+    """Refuse a replay (and batch) that cannot fit in this machine's available memory, before allocating it."""
+    stack = int(np.prod(frame_shape)) * cfg.frame_stack * (1 if cfg.obs_type == "pixels" else 4)
+    per_step = replay_bytes(cfg, frame_shape, action_dim) // cfg.replay_buffer_size
+    batches = 2 * cfg.batch_size * stack * 5  # obs and next_obs, as sampled and as float32
+    need = cfg.replay_buffer_size * per_step + batches
+    free = available_memory()
+    if free is not None and need > MEMORY_SHARE * free:
+        fits = int(max(MEMORY_SHARE * free - batches, 0) // per_step)
+        raise ValueError(
+            f"replay_buffer_size={cfg.replay_buffer_size} with batch_size={cfg.batch_size} needs about "
+            f"{need / 2**30:.1f} GiB ({cfg.obs_type}), but {free / 2**30:.1f} GiB of memory are available here "
+            f"(at most {MEMORY_SHARE:.0%} may go to replay and batches): use replay_buffer_size<={fits:.3g} "
+            "or a machine with more memory"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
-    """Fail before building anything, one clear message per bad value."""
+    """Fail before building anything, one clear message per bad value (integral floats become ints)."""
+    normalize_counts(cfg)
     if cfg.get("task_name") is None:
         raise ValueError(f"that task file sets no task_name (a group file?): choose task= one of {list(TASKS)}")
     if cfg.task_name not in TASKS:
@@ -67,8 +157,26 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "replay_buffer_size", "nstep", "frame_stack"):
         if cfg[key] <= 0:
             raise ValueError(f"{key}={cfg[key]} must be > 0")
+    if cfg.batch_size > cfg.replay_buffer_size:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is larger than the replay can ever hold "
+            f"(replay_buffer_size={cfg.replay_buffer_size}): lower batch_size or raise replay_buffer_size"
+        )
+    resolve_device(cfg.device)
+    check_renderer(cfg)
     if not 0.0 < cfg.discount <= 1.0:
         raise ValueError(f"discount={cfg.discount} must be in (0, 1]")
+    for key in ("feature_dim", "hidden_dim"):
+        if cfg[key] <= 0:
+            raise ValueError(f"{key}={cfg[key]} must be > 0")
+    if cfg.num_expl_steps < 0:
+        raise ValueError(f"num_expl_steps={cfg.num_expl_steps} must be >= 0")
+    if not (isinstance(cfg.lr, (int, float)) and 0.0 < cfg.lr < float("inf")):
+        raise ValueError(f"lr={cfg.lr!r} must be a number > 0")
+    if not (isinstance(cfg.critic_target_tau, (int, float)) and 0.0 < cfg.critic_target_tau <= 1.0):
+        raise ValueError(f"critic_target_tau={cfg.critic_target_tau!r} must be in (0, 1]")
+    if not (isinstance(cfg.stddev_clip, (int, float)) and cfg.stddev_clip >= 0.0):
+        raise ValueError(f"stddev_clip={cfg.stddev_clip!r} must be a number >= 0")
     nc_reg = (cfg.get("intervention") or {}).get("nc_reg")
     if nc_reg is not None and cfg.batch_size < nc_reg.get("num_bins", 10):
         raise ValueError(
@@ -163,7 +271,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         num_eval_episodes=cfg.num_eval_episodes, batch_size=cfg.batch_size,
         log_every_frames=cfg.log_every_frames, save_every_frames=cfg.save_every_frames,
         save_replay=cfg.save_replay, save_video=cfg.save_video, use_tb=cfg.use_tb, use_csv=cfg.use_csv,
-        progress=cfg.progress,
+        progress=cfg.progress, check_finite=cfg.check_finite,
     )  # fmt: skip
     seed_everything(cfg.seed)
     env_kwargs = dict(obs_type=cfg.obs_type, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
@@ -171,6 +279,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     train_env = make_env(cfg.task_name, seed=cfg.seed, **env_kwargs)
     eval_env = make_env(cfg.task_name, seed=cfg.seed + EVAL_SEED_OFFSET, **env_kwargs)
 
+    check_memory(cfg, train_env.frame_shape, int(np.prod(train_env.action_space.shape)))
     aug_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.aug)
     augmentation = make_augmentation(aug_kwargs.pop("name"), **aug_kwargs)
     agent_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -193,32 +302,67 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume, or skip a finished run) and return the trainer's summary."""
+    """Train (or resume, or skip a finished run) and return the trainer's summary.
+
+    The run dir is locked for the whole call (:class:`~rlplastic.runlock.RunDirLock`).
+    """
     tune_malloc()
     validate(cfg)
     configure_threads(cfg.num_threads)
     run_dir = resolve_run_dir(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    check_same_experiment(run_dir, resolved)
-    finished = read_complete(run_dir)
-    if finished is not None:
-        print(f"rlplastic: {run_dir} already finished at frame {finished['frame']}; nothing to do")
-        return finished
-    trainer = build_trainer(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(OmegaConf.to_yaml(resolved))
-    print(f"rlplastic: run dir {run_dir}")
-    summary = trainer.run()
+    with RunDirLock(run_dir):
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        check_same_experiment(run_dir, resolved)
+        finished = read_complete(run_dir)
+        if finished is not None:
+            print(f"rlplastic: {run_dir} already finished at frame {finished['frame']}; nothing to do")
+            return finished
+        trainer = build_trainer(cfg, run_dir)
+        (run_dir / CONFIG_NAME).write_text(OmegaConf.to_yaml(resolved))
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        last = latest_checkpoint(run_dir)
+        append_start(run_dir, start_record(sys.argv, overrides, Path(__file__).resolve().parent,
+                                           None if last is None else last.frame))  # fmt: skip
+        print(f"rlplastic: run dir {run_dir}")
+        summary = trainer.run()
     print(f"rlplastic: {json.dumps(summary)}")
     return summary
+
+
+#: Exit status of a run stopped by a signal: the shell's 128 + signal number.
+INTERRUPTED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def error_message(error: BaseException) -> str:
+    """The one line a user sees for ``error``: what went wrong, and what to do."""
+    if isinstance(error, (ValueError, RunError)):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {error.filename}" if error.filename else ""
+        return (f"no space left on the device{where}. Free some space and re-run the same command: it resumes "
+                "from the last checkpoint")  # fmt: skip
+    if isinstance(error, MemoryError):
+        return "out of memory: lower replay_buffer_size or batch_size, or use a machine with more memory"
+    if isinstance(error, OSError):
+        return f"{error.strerror or error} ({error.filename})" if error.filename else str(error)
+    return (f"unexpected {type(error).__name__}: {error} (a bug in rlplastic or a library it uses; "
+            "RLPLASTIC_DEBUG=1 shows the traceback)")  # fmt: skip
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
-    except ValueError as error:  # bad input: one clear message, no traceback
-        sys.exit(f"rlplastic: error: {error}")
+        summary = run(cfg)
+    except Exception as error:  # noqa: BLE001 - one line per failure, no traceback (RLPLASTIC_DEBUG shows it)
+        if os.environ.get("RLPLASTIC_DEBUG"):
+            traceback.print_exc()
+        sys.exit(f"rlplastic: error: {error_message(error)}")
+    if summary.get("status") == "interrupted":
+        signum = summary.get("signal") or signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"rlplastic: interrupted by {name} at frame {summary['frame']}; the checkpoint is saved. "
+              "Re-run the same command to resume", file=sys.stderr)  # fmt: skip
+        sys.exit(INTERRUPTED_EXIT.get(signum, 128 + int(signum)))
 
 
 if __name__ == "__main__":

@@ -33,9 +33,12 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from rlplastic.errors import RunError  # noqa: E402
+
 try:
     from dm_control import suite
     from dm_control.mujoco.engine import Camera
+    from dm_control.rl.control import PhysicsError
 except Exception as err:  # a broken backend fails at import; report it from make_env instead
     _DM_CONTROL_IMPORT_ERROR: Exception | None = err
 else:
@@ -90,10 +93,10 @@ _CAMERA_BY_DOMAIN = {"quadruped": 2}
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
-def _renderer_error(err: BaseException) -> RuntimeError:
+def _renderer_error(err: BaseException) -> RunError:
     """Turn an OpenGL start-up failure into a message that says which knob to turn."""
     backend = os.environ.get("MUJOCO_GL")
-    return RuntimeError(
+    return RunError(
         f"MuJoCo could not render with MUJOCO_GL={backend!r} ({type(err).__name__}: {err}). "
         "Set MUJOCO_GL before dm_control is first imported, e.g. `MUJOCO_GL=egl python train.py`: "
         "'egl' renders headless on CPU (Mesa EGL) and on NVIDIA GPUs; 'osmesa' is pure software "
@@ -312,7 +315,13 @@ class DMCEnv(gym.Env):
 
         reward = 0.0
         for _ in range(self.action_repeat):
-            time_step = self._env.step(scaled)
+            try:
+                time_step = self._env.step(scaled)
+            except PhysicsError as err:
+                raise RunError(
+                    f"the MuJoCo simulation of {self.task} became unstable ({err}) under the action "
+                    f"{action.tolist()}: the agent's actions diverged"
+                ) from None
             reward += float(time_step.reward or 0.0)
             if time_step.last():
                 break

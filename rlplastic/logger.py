@@ -1,6 +1,6 @@
 """TensorBoard and CSV sinks sharing one tag namespace, with the x-axis in environment frames.
 
-Tag namespaces (DESIGN.md): ``train/…``, ``eval/…``, ``time/…``, ``plasticity/<module>/…``,
+Tag namespaces (docs/design.md): ``train/…``, ``eval/…``, ``time/…``, ``plasticity/<module>/…``,
 ``rr/…``, ``events/…``. The CSV sink is long-format (``frame,tag,value``) so any tag, present or
 future, lands in the same file and tools can read every run the same way.
 """
@@ -20,6 +20,7 @@ import torch
 CSV_NAME = "scalars.csv"
 TB_DIR = "tb"
 VIDEO_DIR = "videos"
+_EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def _to_floats(values: Mapping[str, float | int | torch.Tensor]) -> dict[str, float]:
@@ -73,33 +74,51 @@ class Logger:
         use_tb: write TensorBoard event files.
         use_csv: write the long-format CSV.
         resume: the :meth:`position` stored in the checkpoint being resumed. Whatever the
-            interrupted process logged after it is discarded (TensorBoard ``purge_step`` at that
-            frame, the CSV cut back to that byte), so a resumed run's logs equal an uninterrupted
-            run's.
+            interrupted process logged after it is discarded byte for byte: the CSV and the event file
+            that was open are cut back to their sizes at the checkpoint, and event files begun after it
+            are deleted. A resumed run's logs then hold exactly the rows of an uninterrupted run.
+            ``None``: a fresh start; logs left by a process that died before its first checkpoint are
+            cleared (:meth:`clear`), so a run never holds two starts.
     """
 
     def __init__(
-        self, run_dir: str | Path, use_tb: bool = True, use_csv: bool = True, resume: Mapping[str, int] | None = None
+        self, run_dir: str | Path, use_tb: bool = True, use_csv: bool = True, resume: Mapping[str, Any] | None = None
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            self.clear(self.run_dir)
+        else:
+            _cut_back(self.run_dir, resume)
         self._tb = None
         if use_tb:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge_step = None if resume is None else int(resume["frame"])
-            self._tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge_step)
+            self._tb = SummaryWriter(str(self.run_dir / TB_DIR))
         self._csv_file = None
         if use_csv:
             path = self.run_dir / CSV_NAME
-            if resume is not None and path.exists():
-                # Rows after the checkpoint may be torn by a SIGKILL: cut at the byte, not by parsing.
-                os.truncate(path, min(int(resume["csv_bytes"]), path.stat().st_size))
             new = not path.exists() or path.stat().st_size == 0
             self._csv_file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run
             self._csv = csv.writer(self._csv_file)
             if new:
                 self._csv.writerow(["frame", "tag", "value"])
+
+    @staticmethod
+    def has_logs(run_dir: str | Path) -> bool:
+        """Whether ``run_dir`` holds logs (CSV rows, event files or videos) of an earlier process."""
+        run_dir = Path(run_dir)
+        csv_path = run_dir / CSV_NAME
+        return ((csv_path.exists() and csv_path.stat().st_size > 0) or any((run_dir / TB_DIR).glob(_EVENTS_GLOB))
+                or any((run_dir / VIDEO_DIR).glob("*")))  # fmt: skip
+
+    @staticmethod
+    def clear(run_dir: str | Path) -> None:
+        """Delete the logs of ``run_dir`` (CSV, event files, videos)."""
+        run_dir = Path(run_dir)
+        (run_dir / CSV_NAME).unlink(missing_ok=True)
+        for path in [*(run_dir / TB_DIR).glob(_EVENTS_GLOB), *(run_dir / VIDEO_DIR).glob("*")]:
+            path.unlink(missing_ok=True)
 
     @property
     def tb_writer(self) -> Any:
@@ -137,14 +156,15 @@ class Logger:
             self._tb.add_video(tag, video, frame, fps=fps)
         return path
 
-    def position(self, frame: int) -> dict[str, int]:
-        """Where the logs stand at a checkpoint taken at ``frame`` (nothing logged at ``frame`` yet).
+    def position(self, frame: int) -> dict[str, Any]:
+        """Where the logs stand at a checkpoint taken at ``frame``: the CSV's size and every event file's.
 
-        Flushes both sinks; pass the result back as ``resume`` when resuming.
+        Flushes both sinks to the OS and fsyncs them; pass the result back as ``resume`` when resuming.
         """
         self.flush(durable=True)
         csv_bytes = self._csv_file.tell() if self._csv_file is not None else 0
-        return {"frame": int(frame), "csv_bytes": csv_bytes}
+        tb_files = {p.name: p.stat().st_size for p in sorted((self.run_dir / TB_DIR).glob(_EVENTS_GLOB))}
+        return {"frame": int(frame), "csv_bytes": csv_bytes, "tb_files": tb_files}
 
     def flush(self, durable: bool = False) -> None:
         """Push buffered rows and events to the OS, so they can be watched live.
@@ -158,6 +178,8 @@ class Logger:
             self._csv_file.flush()
             if durable:
                 os.fsync(self._csv_file.fileno())
+        if durable and self._tb is not None:
+            _fsync_file(Path(self._tb.file_writer.event_writer._file_name))
 
     def close(self) -> None:
         self.flush(durable=True)
@@ -165,6 +187,25 @@ class Logger:
             self._tb.close()
         if self._csv_file is not None:
             self._csv_file.close()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _cut_back(run_dir: Path, position: Mapping[str, Any]) -> None:
+    """Undo what was logged after ``position`` (see :class:`Logger`'s ``resume``)."""
+    csv_path = run_dir / CSV_NAME
+    if csv_path.exists():
+        # Rows after the checkpoint may be torn by a SIGKILL: cut at the byte, not by parsing.
+        os.truncate(csv_path, min(int(position["csv_bytes"]), csv_path.stat().st_size))
+    sizes = position.get("tb_files", {})
+    for path in (run_dir / TB_DIR).glob(_EVENTS_GLOB):
+        if path.name not in sizes:
+            path.unlink()  # begun after the checkpoint
+        elif path.stat().st_size > sizes[path.name]:
+            os.truncate(path, sizes[path.name])
 
 
 def _moviepy_works_with_tensorboard() -> bool:
@@ -201,3 +242,15 @@ def read_scalars_csv(path: str | Path, malformed: list[int] | None = None) -> di
                 raise
             malformed.append(reader.line_num)
     return series
+
+
+def read_tb_scalars(tb_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Read every scalar series of a TensorBoard log dir into ``{tag: [(step, value), ...]}``.
+
+    Uses TensorBoard's own reader, so what it shows (after its handling of restarts) is what is returned.
+    """
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(tb_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return {tag: [(int(e.step), float(e.value)) for e in acc.Scalars(tag)] for tag in acc.Tags().get("scalars", [])}

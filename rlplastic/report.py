@@ -56,7 +56,7 @@ import numpy as np
 import yaml
 from numpy.typing import ArrayLike
 
-from rlplastic.checkpoint import COMPLETE_NAME, MARKER_NAME
+from rlplastic.checkpoint import COMPLETE_NAME, POINTER_NAME
 from rlplastic.logger import CSV_NAME, TB_DIR, read_scalars_csv
 from rlplastic.rundir import CONFIG_NAME
 
@@ -369,7 +369,7 @@ def load_run(path: str | Path) -> Run:
         rows = _read_tb(path / TB_DIR, notes)
     series = {tag: _to_arrays(pairs) for tag, pairs in sorted(rows.items()) if pairs}
     done = _read_json(path / COMPLETE_NAME, notes)
-    marker = _read_json(path / MARKER_NAME, notes) or {}
+    marker = _read_json(path / POINTER_NAME, notes) or {}
     return Run(
         path=path, task=task, variant=resolved.parent.name, seed=seed,
         complete=done is not None and done.get("status", "complete") == "complete",

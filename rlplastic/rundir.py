@@ -18,6 +18,7 @@ from typing import Any
 NON_SEMANTIC_KEYS = frozenset({
     "seed", "task", "device", "run_root", "run_dir", "progress", "use_tb", "use_csv",
     "save_every_frames", "save_replay", "save_video", "log_every_frames", "sweep_root", "sweep_name", "num_threads",
+    "check_finite",
 })  # fmt: skip
 
 DEFAULT_VARIANT = "default"

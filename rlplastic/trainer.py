@@ -15,6 +15,7 @@ at any moment and re-running the same command gives the same result as never sto
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +28,14 @@ import torch
 from tqdm import tqdm
 
 from rlplastic.checkpoint import (
-    CHECKPOINT_NAME,
     capture_rng_state,
+    latest_checkpoint,
     load_checkpoint,
     mark_complete,
     restore_rng_state,
     save_checkpoint,
 )
+from rlplastic.errors import NonFiniteError
 from rlplastic.logger import Logger, RunningMeans
 from rlplastic.replay import ReplayBuffer
 
@@ -118,6 +120,10 @@ class TrainerConfig:
         use_tb: write TensorBoard events.
         use_csv: write ``scalars.csv``.
         progress: show a progress bar.
+        check_finite: stop the run with :class:`~rlplastic.errors.NonFiniteError` when a train metric
+            (the losses among them), a parameter or optimizer state, or an action is NaN/Inf. Losses and
+            parameters are checked at log time from the on-device window, actions (already on the host)
+            at every step.
     """
 
     num_train_frames: int
@@ -133,6 +139,7 @@ class TrainerConfig:
     use_tb: bool = True
     use_csv: bool = True
     progress: bool = True
+    check_finite: bool = True
 
     def __post_init__(self) -> None:
         if self.action_repeat < 1:
@@ -201,6 +208,7 @@ class _Counters:
     last_save_frame: int = 0
     last_log_frame: int = 0
     last_eval_return: float = float("nan")
+    last_eval_frame: int = -1  # an evaluation at the resumed frame is not run twice
 
 
 class Trainer:
@@ -266,23 +274,53 @@ class Trainer:
         return self.counters.step * self.config.action_repeat
 
     def run(self) -> dict[str, Any]:
-        """Train to ``num_train_frames`` (resuming from the run dir's checkpoint if there is one).
+        """Train to ``num_train_frames``, resuming from the run dir's newest valid checkpoint if there is one.
 
-        Returns a summary: ``status`` (``complete`` or ``interrupted``), ``frame``, ``episode``,
-        ``final_eval_return`` and ``resumed_from_frame``.
+        Returns a summary: ``status`` (``complete`` or ``interrupted``), ``signal`` (the signal number
+        that interrupted it, else ``None``), ``frame``, ``episode``, ``final_eval_return`` (``None``
+        when no evaluation ran) and ``resumed_from_frame``.
+
+        Raises:
+            CheckpointError: the run dir has a checkpoint pointer but no payload that verifies.
+            NonFiniteError: see ``TrainerConfig.check_finite``; the checkpoints on disk are from before.
         """
         checkpoint = load_checkpoint(self.run_dir, map_location=self.device)
         resumed_from = None
         if checkpoint is not None:
-            self._restore(checkpoint)
-            resumed_from = int(checkpoint["frame"])
+            for note in checkpoint.notes:
+                tqdm.write(f"rlplastic: warning: {note}; resuming from {checkpoint.record.file} instead",
+                           file=sys.stderr)
+            self._restore(checkpoint.state)
+            resumed_from = int(checkpoint.state["frame"])
+            tqdm.write(f"rlplastic: resuming from frame {resumed_from} ({checkpoint.record.file})")
+        elif Logger.has_logs(self.run_dir):
+            tqdm.write(f"rlplastic: warning: {self.run_dir} has logs but no checkpoint (an earlier process stopped "
+                       "before its first checkpoint): clearing them and starting over", file=sys.stderr)  # fmt: skip
         self.logger = Logger(
             self.run_dir, use_tb=self.config.use_tb, use_csv=self.config.use_csv,
-            resume=None if checkpoint is None else checkpoint["logger"],
+            resume=None if checkpoint is None else checkpoint.state["logger"],
         )  # fmt: skip
-        if self.monitor is not None and self.logger.tb_writer is not None:
-            self.monitor.write_layout(self.logger.tb_writer)
         del checkpoint
+        try:
+            if self.monitor is not None and self.logger.tb_writer is not None:
+                self.monitor.write_layout(self.logger.tb_writer)
+            status = self._run_loop()
+        finally:
+            self.logger.close()
+        c = self.counters
+        summary = {
+            "status": status,
+            "signal": self._stop_signal,
+            "frame": self.frame,
+            "episode": c.episode,
+            "final_eval_return": None if np.isnan(c.last_eval_return) else c.last_eval_return,
+            "resumed_from_frame": resumed_from,
+        }
+        if status == "complete":
+            mark_complete(self.run_dir, summary)
+        return summary
+
+    def _run_loop(self) -> str:
         total_steps = self.config.num_train_frames // self.config.action_repeat
         bar = tqdm(
             total=self.config.num_train_frames, initial=self.frame, unit="frame", dynamic_ncols=True,
@@ -290,20 +328,9 @@ class Trainer:
         )  # fmt: skip
         try:
             with self._signals_saved():
-                status = self._loop(total_steps, bar)
+                return self._loop(total_steps, bar)
         finally:
             bar.close()
-        summary = {
-            "status": status,
-            "frame": self.frame,
-            "episode": self.counters.episode,
-            "final_eval_return": self.counters.last_eval_return,
-            "resumed_from_frame": resumed_from,
-        }
-        if status == "complete":
-            mark_complete(self.run_dir, summary)
-        self.logger.close()
-        return summary
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -319,17 +346,17 @@ class Trainer:
             if c.episode_done:
                 self._finish_episode()
                 self._start_episode()
-            if self.frame % cfg.eval_every_frames == 0:
+            if self.frame % cfg.eval_every_frames == 0 and c.last_eval_frame != self.frame:
                 with self.stopwatch.time("eval"):
                     self.evaluate()
                 bar.set_postfix(eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}", refresh=False)
             if c.step >= total_steps:
-                if c.last_save_frame != self.frame or not (self.run_dir / CHECKPOINT_NAME).exists():
+                if c.last_save_frame != self.frame or latest_checkpoint(self.run_dir) is None:
                     self.save()
                 return "complete"
 
             with self.stopwatch.time("act"):
-                action = self.agent.act(self._obs, c.step, eval_mode=False)
+                action = self._act(self._obs, eval_mode=False)
             if c.step >= seed_steps:
                 self._run_updates(self.rr.updates_due(c.step))
             self._env_step(action)
@@ -352,6 +379,32 @@ class Trainer:
                 self.metric_window.add(self.interventions.train_metrics())
                 with self.stopwatch.time("intervention"):
                     self._log_events(self.interventions.after_update(self.replay, self.device))
+
+    def _act(self, obs: np.ndarray, eval_mode: bool) -> np.ndarray:
+        action = self.agent.act(obs, self.counters.step, eval_mode=eval_mode)
+        if self.config.check_finite and not np.isfinite(action).all():
+            self._non_finite(f"the {'evaluation' if eval_mode else 'training'} action {action.tolist()}")
+        return action
+
+    def _non_finite(self, what: str) -> None:
+        last = latest_checkpoint(self.run_dir)
+        good = f"the last good checkpoint is {last.file} (frame {last.frame})" if last else "no checkpoint was written"
+        raise NonFiniteError(
+            f"{what} is not finite at frame {self.frame}: training diverged (a learning rate too high?); {good}. "
+            "Fix the cause and start a new run dir, or resume from that checkpoint with other settings "
+            "(check_finite=false turns this check off)"
+        )
+
+    def _check_finite(self, floats: dict[str, float]) -> None:
+        """Stop on a non-finite train metric or agent tensor (one host sync for all tensors)."""
+        bad = sorted(tag for tag, value in floats.items() if tag.startswith("train/") and not np.isfinite(value))
+        if bad:
+            self._non_finite(f"the train metric {bad[0]} (window mean, {floats[bad[0]]})")
+        tensors = [t for t in _tensors(self.agent.state_dict()) if t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            names = [name for name, t in _named_tensors(self.agent.state_dict()) if t.is_floating_point()
+                     and not bool(torch.isfinite(t).all())]  # fmt: skip
+            self._non_finite(f"the agent's {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else ""))
 
     def _env_step(self, action: np.ndarray) -> None:
         c = self.counters
@@ -416,6 +469,8 @@ class Trainer:
             if window["counts"].get(phase):
                 values[f"time/{phase}_s"] = window["seconds"][phase] / window["counts"][phase]
         floats = self.logger.scalars(values, self.frame)
+        if self.config.check_finite:
+            self._check_finite(floats)
         bar.set_postfix(fps=f"{floats['time/fps']:.0f}", eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}",
                         refresh=False)  # fmt: skip
         c.last_log_frame = self.frame
@@ -432,7 +487,7 @@ class Trainer:
     def evaluate(self) -> float:
         """Run ``num_eval_episodes`` with the mean action on the eval env; log and return the mean return."""
         cfg = self.config
-        if cfg.num_eval_episodes == 0:
+        if cfg.num_eval_episodes == 0:  # evaluation turned off
             return float("nan")
         returns, lengths, video = [], [], []
         for episode in range(cfg.num_eval_episodes):
@@ -442,7 +497,7 @@ class Trainer:
                 video.append(self.eval_env.render())
             total, steps, done = 0.0, 0, False
             while not done:
-                action = self.agent.act(obs, self.counters.step, eval_mode=True)
+                action = self._act(obs, eval_mode=True)
                 obs, reward, terminated, truncated, _ = self.eval_env.step(action)
                 total += reward
                 steps += 1
@@ -453,6 +508,7 @@ class Trainer:
             lengths.append(steps * cfg.action_repeat)
         mean_return = float(np.mean(returns))
         self.counters.last_eval_return = mean_return
+        self.counters.last_eval_frame = self.frame
         self.logger.scalars({
             "eval/episode_reward": mean_return,
             "eval/episode_reward_std": float(np.std(returns)),
@@ -524,3 +580,19 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _named_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(dotted.path, tensor)`` for every tensor in nested dicts/lists (a state dict)."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _named_tensors(value, f"{prefix}.{i}")
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for _, t in _named_tensors(tree)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -10,8 +11,7 @@ import pytest
 import torch
 
 from rlplastic.checkpoint import (
-    CHECKPOINT_NAME,
-    MARKER_NAME,
+    POINTER_NAME,
     capture_rng_state,
     load_checkpoint,
     mark_complete,
@@ -19,6 +19,7 @@ from rlplastic.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from rlplastic.errors import CheckpointError
 from rlplastic.logger import Logger, RunningMeans, read_scalars_csv
 from rlplastic.rundir import run_dir_for, variant_name
 
@@ -27,9 +28,10 @@ def test_checkpoint_round_trip(tmp_path):
     state = {"frame": 10, "weights": torch.arange(5.0), "nested": {"a": [1, 2], "b": (3, "x")}}
     save_checkpoint(tmp_path, state, frame=10)
     loaded = load_checkpoint(tmp_path)
-    assert torch.equal(loaded["weights"], state["weights"])
-    assert loaded["nested"] == state["nested"]
-    assert json.loads((tmp_path / MARKER_NAME).read_text())["frame"] == 10
+    assert torch.equal(loaded.state["weights"], state["weights"])
+    assert loaded.state["nested"] == state["nested"]
+    assert loaded.record.frame == 10 and loaded.notes == []
+    assert json.loads((tmp_path / POINTER_NAME).read_text())["frame"] == 10
     assert not list(tmp_path.glob("*.tmp"))  # temporary files renamed away
 
 
@@ -37,23 +39,29 @@ def test_no_checkpoint_is_none(tmp_path):
     assert load_checkpoint(tmp_path) is None
 
 
-def test_checkpoint_refuses_pickled_code(tmp_path):
+def test_checkpoint_refuses_pickled_code(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    torch.save({"x": Evil()}, tmp_path / CHECKPOINT_NAME)
-    size = (tmp_path / CHECKPOINT_NAME).stat().st_size
-    (tmp_path / MARKER_NAME).write_text(json.dumps({"frame": 0, "bytes": size}))
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+    save_checkpoint(tmp_path, {"x": 1}, frame=0)
+    pointer = json.loads((tmp_path / POINTER_NAME).read_text())
+    path = tmp_path / pointer["current"]["file"]
+    torch.save({"x": Evil()}, path)  # a payload with code in it, and a pointer that vouches for its bytes
+    data = path.read_bytes()
+    pointer["current"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (tmp_path / POINTER_NAME).write_text(json.dumps(pointer))
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         load_checkpoint(tmp_path)
+    assert "pwned" not in capsys.readouterr().out
 
 
-def test_checkpoint_with_mismatched_marker_is_refused(tmp_path):
+def test_checkpoint_with_mismatched_size_is_refused(tmp_path):
     save_checkpoint(tmp_path, {"a": torch.zeros(3)}, frame=2)
-    with open(tmp_path / CHECKPOINT_NAME, "ab") as f:
+    (payload,) = tmp_path.glob("checkpoint-*.pt")
+    with open(payload, "ab") as f:
         f.write(b"junk")
-    with pytest.raises(RuntimeError, match="vouches for"):
+    with pytest.raises(CheckpointError, match="vouches for"):
         load_checkpoint(tmp_path)
 
 
@@ -72,7 +80,7 @@ def test_rng_state_round_trip(tmp_path):
     random.seed(99)
     np.random.seed(99)
     torch.manual_seed(99)
-    restore_rng_state(load_checkpoint(tmp_path)["rng"])
+    restore_rng_state(load_checkpoint(tmp_path).state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item(), np.random.randn()) == expected
 
 

@@ -450,7 +450,7 @@ def test_end_to_end_full_monitor_writes_every_tag_and_the_layout(tmp_path):
     assert charts["FAU"] == [r"plasticity/(encoder|actor|critic)/fau$"]
     assert charts["RR and events"] == [r"rr/value$", r"events/.*"]
 
-    checkpoint = load_checkpoint(tmp_path)  # weights_only=True: the monitor state is plain data
+    checkpoint = load_checkpoint(tmp_path).state  # weights_only=True: the monitor state is plain data
     assert checkpoint["monitor"]["updates"] == 20
 
 

