@@ -105,14 +105,15 @@ def test_every_tag_a_run_writes_is_documented(tmp_path):
 
 
 def project_files() -> list[Path]:
-    """Tracked and untracked-but-not-ignored README.md, *.py, *.yaml and docs/*.md files."""
+    """Tracked and untracked-but-not-ignored README.md, Makefile, *.py, *.yaml, *.toml, *.sh and docs/*.md."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     keep = [
         p for p in listed
-        if p == "README.md" or p.endswith((".py", ".yaml")) or (p.startswith("docs/") and p.endswith(".md"))
+        if p in ("README.md", "Makefile") or p.endswith((".py", ".yaml", ".toml", ".sh"))
+        or (p.startswith("docs/") and p.endswith(".md"))
     ]  # fmt: skip
     return [ROOT / p for p in keep if (ROOT / p).is_file()]
 
