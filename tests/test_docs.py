@@ -25,20 +25,20 @@ NAMESPACES = ("train/", "eval/", "time/", "rr/", "events/", "plasticity/")
 # documented); treated as absent so that this test holds on both sides of that change.
 RENAMED = {"plasticity/critic/hessian_top"}
 
-# A tiny pixel run (so the encoder's tags appear) with the full monitor probing every 10 updates and
-# every intervention that can be combined in one run: ReDo on encoder and actor every 10 updates,
+# A tiny pixel run (so the encoder's tags appear) with the full monitor probing every 5 updates and
+# every intervention that can be combined in one run: ReDo on encoder and actor every 5 updates,
 # injection of the critic, a heads reset of the actor and shrink-and-perturb of the encoder at the
 # first episode end, the four regularizers and SAM; Adaptive RR with a threshold that always switches.
 TINY_PIXELS = [
     "task=cheetah_run", "device=cpu", "progress=false", "save_video=false", "use_tb=false", "fast_render=true",
-    "action_repeat=8", "num_seed_frames=600", "num_train_frames=1000", "eval_every_frames=2000",
+    "action_repeat=8", "num_seed_frames=800", "num_train_frames=1000", "eval_every_frames=2000",
     "num_eval_episodes=1", "batch_size=10", "hidden_dim=16", "feature_dim=8", "replay_buffer_size=1000",
     "log_every_frames=200",
-    "monitor=full", "monitor.probe_every_updates=10", "monitor.probe_batch_size=12", "monitor.hessian_iters=3",
+    "monitor=full", "monitor.probe_every_updates=5", "monitor.probe_batch_size=12", "monitor.hessian_iters=3",
     "monitor.hutchinson_probes=2",
     "intervention=[inject,redo,heads_reset,shrink_perturb,l2_init,w2_init,nc_reg,sam,weight_decay]",
     "intervention.inject.trigger.at_frames=[1000]",
-    "intervention.redo.period=10", "intervention.redo.modules=[encoder,actor]", "intervention.redo.batch_size=10",
+    "intervention.redo.period=5", "intervention.redo.modules=[encoder,actor]", "intervention.redo.batch_size=10",
     "intervention.heads_reset.modules=[actor]", "intervention.heads_reset.trigger.every_frames=1000",
     "intervention.shrink_perturb.modules=[encoder]", "intervention.shrink_perturb.trigger.every_frames=1000",
     "rr=adaptive", "rr.check_every_frames=1000", "rr.threshold=1.0",
