@@ -10,12 +10,14 @@ from typing import Any
 from rlplastic.logger import CSV_NAME, TB_DIR
 from rlplastic.report.markdown import render_markdown
 from rlplastic.report.plots import DEFAULT_TAGS, PlotContext, plots_for_task
-from rlplastic.report.runs import ReportError, Run, RunSet
+from rlplastic.report.runs import ReportError, Run, RunSet, variant_labels, variant_settings
 from rlplastic.report.summary import (
     PROTOCOL,
     aggregate_table,
     comparison_pair,
     comparison_table,
+    few_seeds,
+    few_seeds_warning,
     run_entries,
     task_table,
     write_csv,
@@ -56,8 +58,11 @@ def build_report(
         "aggregates": aggregate_table(runset, reps, seed),
         "comparison": comparison_table(runset, comparison_pair(compare, runset.variants), chosen, reps, seed),
     }
-    ctx = PlotContext(out=out, reps=reps, seed=seed, include_partial=include_partial, tags=tuple(tags or DEFAULT_TAGS))
-    plots = draw_plots(runset, ctx)
+    labels = variant_labels(runset.runs)
+    plots = draw_plots(runset, PlotContext(
+        out=out, reps=reps, seed=seed, include_partial=include_partial, tags=tuple(tags or DEFAULT_TAGS),
+        colors={v: f"C{i % 10}" for i, v in enumerate(runset.variants)}, labels=labels,
+    ))  # fmt: skip
     summary = assemble_summary(runset, tables, plots, reps, seed, sources)
     write_json(out / "summary.json", summary)
     write_csv(out / "summary.csv", summary)
@@ -105,9 +110,8 @@ def output_dir(out_dir: str | Path) -> Path:
 
 
 def draw_plots(runset: RunSet, ctx: PlotContext) -> dict[str, list[tuple[str, str]]]:
-    """Every task's PNGs: ``{task: [(title, file name), ...]}``, variants coloured the same on every task."""
-    colors = {v: f"C{i % 10}" for i, v in enumerate(runset.variants)}
-    return {task: plots_for_task(task, runset.groups_of(task), colors, ctx) for task in runset.tasks}
+    """Every task's PNGs: ``{task: [(title, file name), ...]}``."""
+    return {task: plots_for_task(task, runset.groups_of(task), ctx) for task in runset.tasks}
 
 
 def assemble_summary(
@@ -118,12 +122,18 @@ def assemble_summary(
     seed: int,
     sources: Sequence[str | Path] | None,
 ) -> dict[str, Any]:
-    """The ``summary.json`` tree: protocol, sources, runs, tables, incomplete runs, plot files."""
+    """The ``summary.json`` tree: protocol, sources, what each variant stands for, runs, tables, warnings,
+    incomplete runs, plot files."""
+    settings = variant_settings(runset.runs)
+    small = few_seeds(tables["tasks"])
     return {
         "protocol": {**PROTOCOL, "reps": reps, "seed": seed, "alpha": 0.05, "include_partial": runset.include_partial},
         "sources": [str(s) for s in sources or []],
+        "variants": {v: {"label": f"{v} ({s})" if s else v, "settings": s} for v, s in settings.items()},
         "runs": run_entries(runset),
         **tables,
+        "few_seeds": small,
+        "warnings": [w for w in (few_seeds_warning(small),) if w],
         "incomplete": runset.problems(),
         "plots": {t: [f for _, f in p] for t, p in plots.items()},
     }

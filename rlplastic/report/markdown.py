@@ -5,18 +5,44 @@ Each section is one function returning its lines; :func:`render_markdown` joins 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rlplastic.report.runs import RunSet
-from rlplastic.report.summary import METRICS
+from rlplastic.report.summary import METRICS, MIN_SEEDS
 
 
-def _fmt(ci: dict[str, float | None] | None, digits: int = 1) -> str:
+def format_number(x: float, sig: int = 3) -> str:
+    """``x`` with ``sig`` significant digits in fixed notation (``812``, ``55.6``, ``0.0123``); the integer part is
+    never rounded away (``1234``), and magnitudes below 1e-4 use scientific notation (``1.23e-05``).
+
+    :param x: the number.
+    :param sig: significant digits (at least 1).
+    """
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(x)))
+    if magnitude < -4:
+        return f"{x:.{sig - 1}e}"
+    return f"{x:.{max(0, sig - 1 - magnitude)}f}"
+
+
+def _fmt(ci: dict[str, float | None] | None, decimals: int | None = None) -> str:
+    """``point [low, high]`` with 3 significant digits each (or fixed ``decimals``, for probabilities)."""
     if ci is None or ci["point"] is None:
         return "—"
+    show = format_number if decimals is None else (lambda x: f"{x:.{decimals}f}")
     if ci["low"] is None:
-        return f"{ci['point']:.{digits}f} (1 run: no CI)"
-    return f"{ci['point']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+        return f"{show(ci['point'])} (1 run: no CI)"
+    return f"{show(ci['point'])} [{show(ci['low'])}, {show(ci['high'])}]"
+
+
+def _variant(summary: dict[str, Any], variant: str) -> str:
+    """```variant``` followed by the settings it stands for, where known: ```default` (aug=shift, rr=static 0.5)``."""
+    settings = summary.get("variants", {}).get(variant, {}).get("settings")
+    return f"`{variant}` ({settings})" if settings else f"`{variant}`"
 
 
 def render_markdown(summary: dict[str, Any], runset: RunSet, plots: dict[str, list[tuple[str, str]]]) -> str:
@@ -27,8 +53,8 @@ def render_markdown(summary: dict[str, Any], runset: RunSet, plots: dict[str, li
     :param plots: ``{task: [(title, file name), ...]}``.
     """
     sections = (
-        header_section(summary, runset), protocol_section(summary["protocol"]), task_section(summary),
-        aggregate_section(summary), comparison_section(summary["comparison"], runset.variants),
+        header_section(summary, runset), warning_section(summary), protocol_section(summary["protocol"]),
+        task_section(summary), aggregate_section(summary), comparison_section(summary["comparison"], runset.variants),
         plots_section(plots, runset.tasks), events_section(runset), incomplete_section(summary, runset),
     )  # fmt: skip
     return "\n".join(line for section in sections for line in section) + "\n"
@@ -44,8 +70,13 @@ def header_section(summary: dict[str, Any], runset: RunSet) -> list[str]:
         "# rlplastic report", "",
         f"Read {len(runs)} run dir(s) under {where}: {n_done} finished, {len(runs) - n_done - n_nolog} in progress "
         f"or crashed, {n_nolog} without logs. {len(tasks)} task(s): {', '.join(tasks)}. {len(variants)} variant(s): "
-        f"{', '.join(f'`{v}`' for v in variants)}.", "",
+        f"{', '.join(_variant(summary, v) for v in variants)}.", "",
     ]  # fmt: skip
+
+
+def warning_section(summary: dict[str, Any]) -> list[str]:
+    """The report's warnings (too few seeds), as block quotes right under the header."""
+    return [line for w in summary.get("warnings", []) for line in (f"> **Warning:** {w}", "")]
 
 
 def protocol_section(p: dict[str, Any]) -> list[str]:
@@ -64,9 +95,17 @@ def protocol_section(p: dict[str, Any]) -> list[str]:
         "resampled with replacement independently within each task; a single run gets no CI.",
         "- **Across tasks**: IQM = mean of the middle 50% of the pooled run scores (`scipy.stats.trim_mean(x, 0.25)`, "
         "as rliable); mean = mean over tasks of the per-task means. Only tasks where the variant has a counted run.",
+        "- **Variants**: the settings after a variant's name are read from its runs' `config.yaml`: the keys whose "
+        "values differ between the variants of a task (`default` is the configuration without overrides). Numbers "
+        "have 3 significant digits.",
+        f"- **Seeds**: a group with fewer than {MIN_SEEDS} counted seeds is flagged under the header; its CI is not "
+        "reliable (with 2 seeds the bootstrap interval is just [min, max]).",
         "- **Curves**: per variant, seeds on a common grid (the union of their logged frames inside the range every "
         "seed covers, linear interpolation; for eval curves these are the shared eval frames), mean ± 95% bootstrap "
-        "band; unfinished runs outside the band are thin dashed lines up to their last frame.", "",
+        "band; unfinished runs outside the band are thin dashed lines up to their last frame. Probe curves "
+        "(`plasticity/*`) carry a marker on each probe (thinned beyond 40 per curve); one common point is drawn with "
+        "its CI as an error bar. `events/*` are vertical lines on the return and RR plots (an event firing more than "
+        "40 times in a run: ticks at the bottom).", "",
     ]  # fmt: skip
 
 
@@ -79,8 +118,8 @@ def task_section(summary: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
     for task, by_variant in summary["tasks"].items():
         for v, e in by_variant.items():
-            lines.append(f"| {task} | `{v}` | {len(e['seeds'])} | {_fmt(e['final_return'])} | {_fmt(e['auc'])} | "
-                         f"{len(e['not_counted'])} |")  # fmt: skip
+            cells = [_variant(summary, v), str(len(e["seeds"])), _fmt(e["final_return"]), _fmt(e["auc"])]
+            lines.append(f"| {task} | " + " | ".join(cells) + f" | {len(e['not_counted'])} |")
     return lines
 
 
@@ -92,7 +131,7 @@ def aggregate_section(summary: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
     for v, e in summary["aggregates"].items():
         cells = [_fmt(e[m][s]) for m in METRICS for s in ("iqm", "mean")]
-        lines.append(f"| `{v}` | {len(e['tasks'])} | {e['n_runs']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_variant(summary, v)} | {len(e['tasks'])} | {e['n_runs']} | " + " | ".join(cells) + " |")
     return lines
 
 

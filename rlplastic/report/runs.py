@@ -16,7 +16,7 @@ import yaml
 from rlplastic.checkpoint import COMPLETE_NAME, MARKER_NAME
 from rlplastic.logger import CSV_NAME, TB_DIR, read_scalars_csv
 from rlplastic.report.stats import area_under_curve
-from rlplastic.rundir import CONFIG_NAME
+from rlplastic.rundir import CONFIG_NAME, NON_SEMANTIC_KEYS
 
 EVAL_TAG = "eval/episode_reward"
 RR_TAG = "rr/value"
@@ -32,14 +32,17 @@ class Run:
     """One run dir: its identity, completion state and logged scalars.
 
     :param path: the run dir, as discovered under the given paths.
-    :param task: ``config.yaml``'s ``task_name``, else the grandparent dir's name.
-    :param variant: the parent dir's name (``default`` or the overrides, e.g. ``aug=none,rr=adaptive``).
+    :param task: ``config.yaml``'s ``task_name``, else the grandparent dir's name (the parent's for a run dir not
+        named ``seed<k>``).
+    :param variant: the parent dir's name (``default`` or the overrides, e.g. ``aug=none,rr=adaptive``); for a run
+        dir not named ``seed<k>`` (one placed with ``run_dir=...``), the run dir's own name.
     :param seed: ``config.yaml``'s ``seed``, else ``k`` from the ``seed<k>`` dir name, else the dir name.
     :param complete: whether ``run_complete.json`` says the run finished.
     :param last_frame: the largest frame logged under any tag (``None`` without logs).
     :param series: ``{tag: (frames, values)}``, frames sorted and unique (int64), values float64.
     :param checkpoint_frame: the frame of the last checkpoint (``checkpoint.json``), if any.
     :param notes: problems met while reading (unreadable files, torn CSV rows).
+    :param config: the run's resolved ``config.yaml`` (empty without one).
     """
 
     path: Path
@@ -51,6 +54,7 @@ class Run:
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     checkpoint_frame: int | None = None
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_eval(self) -> bool:
@@ -72,7 +76,8 @@ class Run:
         return {tag.split("/")[1]: f for tag, (f, _) in self.series.items() if re.fullmatch(r"events/[^/]+", tag)}
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a run dir itself: it holds ``config.yaml``, ``scalars.csv`` or ``tb/``."""
     return (path / CONFIG_NAME).is_file() or (path / CSV_NAME).is_file() or (path / TB_DIR).is_dir()
 
 
@@ -83,7 +88,7 @@ def _find_run_dirs(root: Path) -> list[Path]:
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())
-        if _is_run_dir(path):
+        if is_run_dir(path):
             found.append(path)
             continue
         try:
@@ -148,10 +153,11 @@ def load_run(path: str | Path) -> Run:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             notes.append(f"unreadable {CONFIG_NAME} ({error.__class__.__name__}); task and seed taken from dir names")
     resolved = path.resolve()
-    task = str(config.get("task_name") or resolved.parent.parent.name)
+    match = re.fullmatch(r"seed(-?\d+)", resolved.name)
+    variant_dir = resolved.parent if match else resolved  # <task>/<variant>/seed<k>, or a run dir of its own
+    task = str(config.get("task_name") or variant_dir.parent.name)
     seed = config.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        match = re.fullmatch(r"seed(-?\d+)", resolved.name)
         seed = int(match.group(1)) if match else resolved.name
     rows = _read_csv(path / CSV_NAME, notes) if (path / CSV_NAME).is_file() else {}
     if not rows and (path / TB_DIR).is_dir():
@@ -160,10 +166,10 @@ def load_run(path: str | Path) -> Run:
     done = _read_json(path / COMPLETE_NAME, notes)
     marker = _read_json(path / MARKER_NAME, notes) or {}
     return Run(
-        path=path, task=task, variant=resolved.parent.name, seed=seed,
+        path=path, task=task, variant=variant_dir.name, seed=seed,
         complete=done is not None and done.get("status", "complete") == "complete",
         last_frame=max((int(f[-1]) for f, _ in series.values()), default=None), series=series,
-        checkpoint_frame=marker.get("frame"), notes=notes,
+        checkpoint_frame=marker.get("frame"), notes=notes, config=config,
     )  # fmt: skip
 
 
@@ -280,3 +286,105 @@ class RunSet:
             for r in self.runs
             if not (r.complete and r.has_eval)
         ]
+
+
+# -- what each variant stands for ---------------------------------------------------------------------------------
+
+_ABSENT = object()
+_IGNORED_KEYS = NON_SEMANTIC_KEYS | {"task_name"}
+
+
+def _show(value: Any) -> str:
+    """A config value as it reads in a label: ``0.5``, ``true``, ``[a,b]``, ``none``."""
+    if value is _ABSENT or value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _identity(value: Any) -> str:
+    """What a config group is: its ``name`` (``rr: {name: static, ...}`` → ``static``), the names it holds (an
+    intervention group ``{redo: {...}, l2_init: {...}}`` → ``redo+l2_init``; empty → ``none``), or the value."""
+    if isinstance(value, dict):
+        if "name" in value:
+            return _show(value["name"])
+        return "+".join(str(k) for k in value) or "none"
+    return _show(value)
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of a group's nested settings (``name`` left out: it is the identity)."""
+    if not isinstance(tree, dict):
+        return {}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if not prefix and key == "name":
+            continue
+        if isinstance(value, dict) and value:
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _named_by_variant(variant: str) -> dict[str, str]:
+    """``{top-level key: value}`` of the overrides a variant name spells (``aug=none,rr=adaptive``); a comma inside
+    brackets (``intervention=[redo,l2_init]``) stays in its value."""
+    pieces: list[str] = []
+    for piece in variant.split(","):
+        if pieces and ("=" not in piece or pieces[-1].count("[") > pieces[-1].count("]")):
+            pieces[-1] += "," + piece
+        else:
+            pieces.append(piece)
+    return {p.split("=", 1)[0].split(".", 1)[0]: p.split("=", 1)[1] for p in pieces if "=" in p}
+
+
+def variant_settings(runs: Sequence[Run]) -> dict[str, str]:
+    """What each variant stands for, read from the runs' ``config.yaml``: the settings that differ between the
+    variants run on the same task, e.g. ``{"default": "aug=shift, rr=static 0.5", "aug=none": "rr=static 0.5"}``.
+
+    A config group with a ``name`` reads ``group=name``, followed by the values of its settings that differ between
+    variants of that name (``rr=static 0.5`` against ``rr=static 2``); a setting the variant's name already spells
+    (``aug=none``) is left out. Seeds, paths and logging options never count (:data:`NON_SEMANTIC_KEYS`).
+
+    :param runs: the runs; the first run of each (task, variant) with a config stands for the variant.
+    :return: ``{variant: settings}``, ``""`` where nothing is known or the name says it all.
+    """
+    by_task: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.config:
+            by_task.setdefault(run.task, {}).setdefault(run.variant, run.config)
+    differing = set()
+    for configs in by_task.values():
+        keys = {k for c in configs.values() for k in c} - _IGNORED_KEYS
+        differing |= {k for k in keys if len({_show(c.get(k, _ABSENT)) for c in configs.values()}) > 1}
+    config_of: dict[str, dict[str, Any]] = {}
+    for configs in by_task.values():
+        for variant, config in configs.items():
+            config_of.setdefault(variant, config)
+    settings = {v: "" for v in sorted({r.variant for r in runs})}
+    for variant, config in config_of.items():
+        named = _named_by_variant(variant)
+        parts = []
+        for key in sorted(differing):
+            value = config.get(key, _ABSENT)
+            peers = [c.get(key, _ABSENT) for c in config_of.values()]
+            peers = [p for p in peers if _identity(p) == _identity(value)]
+            leaves = _leaves(value)
+            shown = [k for k in leaves if len({_show(_leaves(p).get(k, _ABSENT)) for p in peers}) > 1]
+            if named.get(key, "").strip("[]").replace(",", "+") == _identity(value) and not shown:
+                continue
+            parts.append(f"{key}={_identity(value)}" + "".join(f" {_show(leaves[k])}" for k in shown))
+        settings[variant] = ", ".join(parts)
+    return settings
+
+
+def variant_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """``{variant: label}``: the name with the settings it stands for (``default (aug=shift, rr=static 0.5)``), or
+    the bare name where :func:`variant_settings` has nothing to add."""
+    return {v: f"{v} ({s})" if s else v for v, s in variant_settings(runs).items()}

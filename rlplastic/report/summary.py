@@ -21,6 +21,8 @@ from rlplastic.report.stats import (
 )
 
 METRICS = {"final_return": "final return", "auc": "AUC"}
+#: Fewer counted seeds than this in a (task, variant) group gets a warning: its bootstrap CI is not reliable.
+MIN_SEEDS = 5
 PROTOCOL = {
     "final_return": "eval/episode_reward at the run's last eval frame",
     "auc": "trapezoid area under eval return over frames / frame span (time-averaged return)",
@@ -73,6 +75,33 @@ def aggregate_table(runset: RunSet, reps: int, seed: int) -> dict[str, dict[str,
             }
         aggregates[variant] = entry
     return aggregates
+
+
+def few_seeds(per_task: dict[str, dict[str, Any]], minimum: int = MIN_SEEDS) -> list[dict[str, Any]]:
+    """The (task, variant) groups with at least one but fewer than ``minimum`` counted seeds.
+
+    :param per_task: the :func:`task_table`.
+    :return: ``[{"task", "variant", "n"}, ...]`` in table order.
+    """
+    return [
+        {"task": task, "variant": variant, "n": len(e["seeds"])}
+        for task, by_variant in per_task.items()
+        for variant, e in by_variant.items()
+        if 0 < len(e["seeds"]) < minimum
+    ]
+
+
+def few_seeds_warning(groups: list[dict[str, Any]], minimum: int = MIN_SEEDS) -> str | None:
+    """One sentence naming the groups of :func:`few_seeds` and why their CIs mislead (``None`` when there are none)."""
+    if not groups:
+        return None
+    named = ", ".join(f"{g['task']} {g['variant']} (n={g['n']})" for g in groups[:8])
+    more = f" and {len(groups) - 8} more" if len(groups) > 8 else ""
+    return (
+        f"{len(groups)} group(s) have fewer than {minimum} seeds: {named}{more}. Their 95% bootstrap CIs are not "
+        "reliable: with 2 seeds the interval is just [min, max], with 1 there is none. Run more seeds before "
+        "drawing conclusions."
+    )
 
 
 def comparison_pair(compare: Sequence[str] | None, variants: list[str]) -> tuple[str, str] | None:
