@@ -344,43 +344,56 @@ def _named_by_variant(variant: str) -> dict[str, str]:
     return {p.split("=", 1)[0].split(".", 1)[0]: p.split("=", 1)[1] for p in pieces if "=" in p}
 
 
+def _spelled(named: str | None, value: Any) -> bool:
+    """Whether a variant name's override value (``none``, ``[redo,l2_init]``) says what the group is."""
+    if named is None:
+        return False
+    if isinstance(value, dict) and "name" not in value:
+        return sorted(filter(None, named.strip("[]").split(","))) == sorted(map(str, value))
+    return named == _identity(value)
+
+
+def _describe_task(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """:func:`variant_settings` among the variants of one task (``{variant: config}``)."""
+    keys = {k for c in configs.values() for k in c} - _IGNORED_KEYS
+    differing = sorted(k for k in keys if len({_show(c.get(k, _ABSENT)) for c in configs.values()}) > 1)
+    settings = {}
+    for variant, config in configs.items():
+        named, parts = _named_by_variant(variant), []
+        for key in differing:
+            value = config.get(key, _ABSENT)
+            peers = [c.get(key, _ABSENT) for c in configs.values()]
+            peers = [p for p in peers if _identity(p) == _identity(value)]
+            leaves = _leaves(value)
+            shown = [k for k in leaves if len({_show(_leaves(p).get(k, _ABSENT)) for p in peers}) > 1]
+            if not shown and _spelled(named.get(key), value):
+                continue
+            parts.append(f"{key}={_identity(value)}" + "".join(f" {_show(leaves[k])}" for k in shown))
+        settings[variant] = ", ".join(parts)
+    return settings
+
+
 def variant_settings(runs: Sequence[Run]) -> dict[str, str]:
     """What each variant stands for, read from the runs' ``config.yaml``: the settings that differ between the
     variants run on the same task, e.g. ``{"default": "aug=shift, rr=static 0.5", "aug=none": "rr=static 0.5"}``.
 
     A config group with a ``name`` reads ``group=name``, followed by the values of its settings that differ between
-    variants of that name (``rr=static 0.5`` against ``rr=static 2``); a setting the variant's name already spells
-    (``aug=none``) is left out. Seeds, paths and logging options never count (:data:`NON_SEMANTIC_KEYS`).
+    variants of that name (``rr=static 0.5`` against ``rr=static 2``); a group of named entries (interventions)
+    reads ``group=a+b`` (``none`` when empty); a setting the variant's name already spells (``aug=none``) is left
+    out. Seeds, paths and logging options never count (:data:`~rlplastic.rundir.NON_SEMANTIC_KEYS`). A variant is
+    described on the task with the most variants it was run on (the first such task in sorted order).
 
-    :param runs: the runs; the first run of each (task, variant) with a config stands for the variant.
+    :param runs: the runs; the first run of each (task, variant) with a config stands for that cell.
     :return: ``{variant: settings}``, ``""`` where nothing is known or the name says it all.
     """
     by_task: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
         if run.config:
             by_task.setdefault(run.task, {}).setdefault(run.variant, run.config)
-    differing = set()
-    for configs in by_task.values():
-        keys = {k for c in configs.values() for k in c} - _IGNORED_KEYS
-        differing |= {k for k in keys if len({_show(c.get(k, _ABSENT)) for c in configs.values()}) > 1}
-    config_of: dict[str, dict[str, Any]] = {}
-    for configs in by_task.values():
-        for variant, config in configs.items():
-            config_of.setdefault(variant, config)
+    described = [_describe_task(c) for c in sorted(by_task.values(), key=len, reverse=True) if len(c) > 1]
     settings = {v: "" for v in sorted({r.variant for r in runs})}
-    for variant, config in config_of.items():
-        named = _named_by_variant(variant)
-        parts = []
-        for key in sorted(differing):
-            value = config.get(key, _ABSENT)
-            peers = [c.get(key, _ABSENT) for c in config_of.values()]
-            peers = [p for p in peers if _identity(p) == _identity(value)]
-            leaves = _leaves(value)
-            shown = [k for k in leaves if len({_show(_leaves(p).get(k, _ABSENT)) for p in peers}) > 1]
-            if named.get(key, "").strip("[]").replace(",", "+") == _identity(value) and not shown:
-                continue
-            parts.append(f"{key}={_identity(value)}" + "".join(f" {_show(leaves[k])}" for k in shown))
-        settings[variant] = ", ".join(parts)
+    for variant in settings:
+        settings[variant] = next((d[variant] for d in described if variant in d), "")
     return settings
 
 
