@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scipy.stats import mannwhitneyu, trim_mean
+from scipy.stats import mannwhitneyu, spearmanr, trim_mean
 
 from rlplastic.logger import Logger, read_scalars_csv
 from rlplastic.report import (
@@ -30,6 +30,7 @@ from rlplastic.report import (
     probability_of_improvement_ci,
     stratified_bootstrap_ci,
 )
+from rlplastic.report.correlation import FIT_LOSS_TAG, correlate_task, weighted_spearman
 from rlplastic.report.markdown import format_number
 from rlplastic.report.plots import (
     MAX_MARKERS,
@@ -39,6 +40,7 @@ from rlplastic.report.plots import (
     plasticity_figure,
     returns_figure,
     rr_figure,
+    scatter_figure,
 )
 from rlplastic.report.runs import variant_labels, variant_settings
 
@@ -514,3 +516,78 @@ def test_numbers_have_three_significant_digits(tmp_path):
     build_report(discover_runs([tmp_path]), tmp_path / "out", reps=20)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| cartpole_balance_sparse | `default` | 1 | 0.0123 (1 run: no CI) | 0.00615 (1 run: no CI) |" in report
+
+
+# -- which signal predicts plasticity loss -------------------------------------------------------------------------
+
+
+def test_weighted_spearman_is_spearmanr_of_the_repeated_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 6, 50).astype(float)  # many ties
+    y = x + rng.normal(0, 2, 50)
+    y[:8] = y[0]
+    weights = rng.integers(0, 4, (5, 50))
+    expected = [spearmanr(np.repeat(x, w), np.repeat(y, w)).statistic for w in weights]
+    np.testing.assert_allclose(weighted_spearman(x, y, weights), expected, rtol=1e-12)
+    assert float(weighted_spearman(x, y)) == pytest.approx(spearmanr(x, y).statistic, rel=1e-12)
+    assert np.isnan(weighted_spearman(np.ones(5), np.arange(5.0)))  # a constant variable has no rank correlation
+
+
+def _probe_runs(root: Path, with_fit_loss: bool = True) -> None:
+    """6 runs on one task: ``monotone`` is a monotone function of the fit loss, ``null`` independent of it,
+    ``gain`` equals the return gain of the eval window that follows each probe."""
+    rng = np.random.default_rng(1)
+    evals = np.arange(0, 21_000, 1000)
+    for i, variant in enumerate(("default", "aug=none")):
+        for seed in (1, 2, 3):
+            returns = np.cumsum(rng.uniform(0, 50, evals.size))
+            probes = evals[:-1] + 500  # one probe inside every eval window
+            loss = rng.uniform(0.1, 2.0, probes.size)
+            scalars = {EVAL_TAG: list(zip(evals.tolist(), returns.tolist(), strict=True))}
+            scalars["plasticity/critic/monotone"] = list(zip(probes.tolist(), np.log(loss + i).tolist(), strict=True))
+            scalars["plasticity/critic/null"] = list(zip(probes.tolist(), rng.normal(size=probes.size).tolist(),
+                                                          strict=True))  # fmt: skip
+            scalars["plasticity/critic/gain"] = list(zip(probes.tolist(), (2 * np.diff(returns)).tolist(), strict=True))
+            if with_fit_loss:
+                scalars[FIT_LOSS_TAG] = list(zip(probes.tolist(), (loss + i).tolist(), strict=True))
+            write_run(root, "walker_walk", variant, seed, scalars)
+
+
+def test_signals_are_ranked_by_their_rank_correlation_with_the_fit_loss(tmp_path):
+    _probe_runs(tmp_path / "runs")
+    runs = discover_runs([tmp_path / "runs"])
+    rows = {r["signal"]: r for r in correlate_task(runs, reps=300, seed=0)}
+    monotone, null, gain = (rows[f"plasticity/critic/{s}"] for s in ("monotone", "null", "gain"))
+    assert monotone["fit_loss"] == {"rho": pytest.approx(1.0), "low": pytest.approx(1.0), "high": pytest.approx(1.0),
+                                    "n_pairs": 6 * 20, "n_runs": 6}  # fmt: skip
+    assert null["fit_loss"]["low"] < 0 < null["fit_loss"]["high"]  # a null relation: the CI covers 0
+    assert abs(null["fit_loss"]["rho"]) < 0.3
+    assert gain["return_gain"]["rho"] == pytest.approx(1.0) and gain["return_gain"]["n_pairs"] == 6 * 20
+    assert null["return_gain"]["low"] < 0 < null["return_gain"]["high"]
+    assert [r["signal"] for r in correlate_task(runs, reps=50)][0] == "plasticity/critic/monotone"
+    assert "plasticity/critic/fit_loss" not in rows  # the target is not its own predictor
+
+    out = tmp_path / "out"
+    summary = build_report(runs, out, reps=100)
+    section = (out / "report.md").read_text().split("## Which signal predicts plasticity loss")[1]
+    assert "| 1 | `plasticity/critic/monotone` | 1.00 [1.00, 1.00] |" in section
+    image = "![plasticity/critic/monotone against plasticity loss on walker_walk](corr_walker_walk_critic_monotone.png)"
+    assert image in section
+    assert summary["correlation"]["skipped"] is None
+    for _, name in summary["correlation"]["plots"]["walker_walk"]:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    ctx = _context(tmp_path, runs)
+    fig = scatter_figure("walker_walk", runs, rows["plasticity/critic/monotone"], ctx)
+    points = [c for c in fig.axes[0].collections if len(c.get_offsets())]
+    assert sorted(len(c.get_offsets()) for c in points) == [60, 60]  # one colour per variant, 3 runs x 20 probes
+    assert "ρ = 1.00 [1.00, 1.00]" in fig.axes[0].get_title()
+
+
+def test_the_correlation_section_is_skipped_without_a_fit_loss(tmp_path):
+    _probe_runs(tmp_path / "runs", with_fit_loss=False)
+    summary = build_report(discover_runs([tmp_path / "runs"]), tmp_path / "out", reps=20)
+    assert summary["correlation"] == {"target": FIT_LOSS_TAG, "skipped": f"no run logged {FIT_LOSS_TAG}",
+                                      "tasks": {}, "plots": {}}  # fmt: skip
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"## Which signal predicts plasticity loss\n\nSkipped: no run logged {FIT_LOSS_TAG}." in report
+    assert not list((tmp_path / "out").glob("corr_*.png"))

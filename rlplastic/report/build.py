@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from rlplastic.logger import CSV_NAME, TB_DIR
+from rlplastic.report.correlation import MAX_SCATTERS, correlation_summary
 from rlplastic.report.markdown import render_markdown
-from rlplastic.report.plots import DEFAULT_TAGS, PlotContext, plots_for_task
+from rlplastic.report.plots import DEFAULT_TAGS, PlotContext, correlation_plots, plots_for_task
 from rlplastic.report.runs import ReportError, Run, RunSet, variant_labels, variant_settings
 from rlplastic.report.summary import (
     PROTOCOL,
@@ -58,11 +59,12 @@ def build_report(
         "aggregates": aggregate_table(runset, reps, seed),
         "comparison": comparison_table(runset, comparison_pair(compare, runset.variants), chosen, reps, seed),
     }
-    labels = variant_labels(runset.runs)
-    plots = draw_plots(runset, PlotContext(
+    ctx = PlotContext(
         out=out, reps=reps, seed=seed, include_partial=include_partial, tags=tuple(tags or DEFAULT_TAGS),
-        colors={v: f"C{i % 10}" for i, v in enumerate(runset.variants)}, labels=labels,
-    ))  # fmt: skip
+        colors={v: f"C{i % 10}" for i, v in enumerate(runset.variants)}, labels=variant_labels(runset.runs),
+    )  # fmt: skip
+    plots = draw_plots(runset, ctx)
+    tables["correlation"] = correlate(runset, ctx)
     summary = assemble_summary(runset, tables, plots, reps, seed, sources)
     write_json(out / "summary.json", summary)
     write_csv(out / "summary.csv", summary)
@@ -112,6 +114,17 @@ def output_dir(out_dir: str | Path) -> Path:
 def draw_plots(runset: RunSet, ctx: PlotContext) -> dict[str, list[tuple[str, str]]]:
     """Every task's PNGs: ``{task: [(title, file name), ...]}``."""
     return {task: plots_for_task(task, runset.groups_of(task), ctx) for task in runset.tasks}
+
+
+def correlate(runset: RunSet, ctx: PlotContext) -> dict[str, Any]:
+    """Which signal predicts plasticity loss, per task, with the scatter figures of the top-ranked signals (see
+    :mod:`rlplastic.report.correlation`); ``skipped`` says why when no run logged the fit loss."""
+    by_task = {task: [r for g in runset.groups_of(task).values() for r in g] for task in runset.tasks}
+    result = correlation_summary(by_task, ctx.reps, ctx.seed)
+    result["plots"] = {
+        task: correlation_plots(task, by_task[task], rows, ctx, MAX_SCATTERS) for task, rows in result["tasks"].items()
+    }
+    return result
 
 
 def assemble_summary(

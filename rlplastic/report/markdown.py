@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rlplastic.report.correlation import format_rho
 from rlplastic.report.runs import RunSet
 from rlplastic.report.summary import METRICS, MIN_SEEDS
 
@@ -55,6 +56,7 @@ def render_markdown(summary: dict[str, Any], runset: RunSet, plots: dict[str, li
     sections = (
         header_section(summary, runset), warning_section(summary), protocol_section(summary["protocol"]),
         task_section(summary), aggregate_section(summary), comparison_section(summary["comparison"], runset.variants),
+        correlation_section(summary["correlation"], summary["correlation"]["plots"]),
         plots_section(plots, runset.tasks), events_section(runset), incomplete_section(summary, runset),
     )  # fmt: skip
     return "\n".join(line for section in sections for line in section) + "\n"
@@ -180,4 +182,32 @@ def incomplete_section(summary: dict[str, Any], runset: RunSet) -> list[str]:
     notes = [f"- `{r.path}`: {note}" for r in runset.runs for note in r.notes]
     if notes:
         lines += ["", "Notes while reading:", "", *notes]
+    return lines
+
+
+def correlation_section(correlation: dict[str, Any], plots: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """The markdown section: per task, signals ranked by |ρ| with the fit loss, and the scatter figures.
+
+    :param correlation: :func:`correlation_summary`'s result.
+    :param plots: ``{task: [(title, file name), ...]}`` of the scatter figures.
+    """
+    lines = ["", "## Which signal predicts plasticity loss", ""]
+    if correlation["skipped"]:
+        return [*lines, f"Skipped: {correlation['skipped']}."]
+    lines.append(
+        f"Spearman ρ of every `plasticity/*` signal with the target-fitting loss `{correlation['target']}` at the "
+        "same probe frame, and with the return gain over the evaluation window that follows the probe (return at "
+        "the next eval minus at the previous), pairs of all runs of a task pooled; 95% bootstrap CI over runs. "
+        "Ranked by |ρ| with the fit loss; a CI that covers 0 means no evidence of a relation. Signals that drift "
+        "with training time correlate with each other through time alone: read ρ as a screen, not a cause. Pairs "
+        "and runs are those of the fit-loss column."
+    )
+    for task, rows in correlation["tasks"].items():
+        lines += ["", f"### {task}", "", "| rank | signal | ρ with fit loss [95% CI] | ρ with return gain [95% CI] | "
+                  "pairs | runs |", "|---:|---|---|---|---:|---:|"]  # fmt: skip
+        for i, row in enumerate(rows, start=1):
+            f, g = row["fit_loss"], row["return_gain"]
+            cells = [str(i), f"`{row['signal']}`", format_rho(f), format_rho(g), str(f["n_pairs"]), str(f["n_runs"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [""] + [f"![{title}]({name})\n" for title, name in plots.get(task, [])]
     return lines

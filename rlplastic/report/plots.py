@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlplastic.report.correlation import TARGETS, collect_pairs, format_rho
 from rlplastic.report.runs import EVAL_TAG, RR_SWITCH, RR_TAG, Run
 from rlplastic.report.stats import align_curves, mean_band
 
@@ -245,4 +247,47 @@ def plots_for_task(task: str, groups: dict[str, list[Run]], ctx: PlotContext) ->
     for title, name, fig, dpi in figures:
         fig.savefig(ctx.out / name, dpi=dpi)
         written.append((title, name))
+    return written
+
+
+def scatter_figure(task: str, runs: Sequence[Run], row: dict[str, Any], ctx: PlotContext) -> Any:
+    """One signal on one task: a panel per target (fit loss, return gain), a point per pair coloured by variant,
+    ρ and its CI in each panel's title.
+
+    :param task: the task.
+    :param runs: the task's runs.
+    :param row: the signal's entry from :func:`~rlplastic.report.correlation.correlate_task`.
+    :param ctx: colours and labels of the variants.
+    """
+    fig, axes = _new_figure(1, 2, size=(5.0, 3.8))
+    signal = row["signal"]
+    for ax, (target, title) in zip(axes[0], TARGETS.items(), strict=True):
+        pairs = collect_pairs(runs, signal, target)
+        size = 30 if pairs.x.size <= 50 else 12  # few points drawn larger
+        for variant in sorted(set(pairs.variant.tolist())):
+            mine = pairs.variant == variant
+            ax.scatter(pairs.x[mine], pairs.y[mine], s=size, alpha=0.7, color=ctx.color(variant),
+                       label=ctx.label(variant), edgecolors="none")  # fmt: skip
+        ax.set_xlabel(signal.removeprefix("plasticity/"))
+        ax.set_ylabel(title)
+        ax.set_title(f"ρ = {format_rho(row[target])}, {pairs.x.size} pairs, {pairs.n_runs} runs", fontsize=9)
+        ax.grid(alpha=0.3)
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{task}: {signal} against plasticity loss and return gain", fontsize=10)
+    return fig
+
+
+def correlation_plots(
+    task: str, runs: Sequence[Run], rows: list[dict[str, Any]], ctx: PlotContext, limit: int = 8
+) -> list[tuple[str, str]]:
+    """Write the scatter figures of the first ``limit`` ranked signals of a task into ``ctx.out``.
+
+    :return: ``(title, file name)`` per PNG written.
+    """
+    written = []
+    for row in rows[:limit]:
+        name = f"corr_{_safe(task)}_{_safe(row['signal'].removeprefix('plasticity/'))}.png"
+        scatter_figure(task, runs, row, ctx).savefig(ctx.out / name, dpi=100)
+        written.append((f"{row['signal']} against plasticity loss on {task}", name))
     return written
