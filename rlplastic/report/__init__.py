@@ -1,8 +1,9 @@
-"""Seeds → tables, curves and a markdown report: ``python -m rlplastic.report RUN_DIR... --out DIR``.
+"""Seeds → tables, curves and a markdown report: ``python -m rlplastic.report PATH... [--out DIR]``.
 
 Modules: :mod:`~rlplastic.report.stats` (AUC, IQM, stratified bootstrap, probability of improvement, curve
-alignment), :mod:`~rlplastic.report.runs` (run discovery and grouping), :mod:`~rlplastic.report.summary` (the
-tables, ``summary.json``/``summary.csv``), :mod:`~rlplastic.report.plots`, :mod:`~rlplastic.report.markdown`,
+alignment), :mod:`~rlplastic.report.runs` (run discovery, grouping, what each variant stands for),
+:mod:`~rlplastic.report.summary` (the tables, ``summary.json``/``summary.csv``), :mod:`~rlplastic.report.correlation`
+(which signal predicts plasticity loss), :mod:`~rlplastic.report.plots`, :mod:`~rlplastic.report.markdown`,
 :mod:`~rlplastic.report.build` (:func:`build_report`) and :mod:`~rlplastic.report.cli` (:func:`main`).
 
 Protocol
@@ -10,7 +11,9 @@ Protocol
 **Runs.** A run dir is any directory holding ``config.yaml``, ``scalars.csv`` or ``tb/``, found recursively under
 the given paths (hidden dirs are skipped and a run dir's own subdirs are not searched). Its task is
 ``config.yaml``'s ``task_name`` (else the grandparent dir's name), its variant the parent dir's name (every override
-but the seed), its seed ``config.yaml``'s ``seed`` (else the ``seed<k>`` dir name). Scalars are read from
+but the seed), its seed ``config.yaml``'s ``seed`` (else the ``seed<k>`` dir name); a run dir not named ``seed<k>``
+(placed with ``run_dir=...``) is a variant of its own name. A single PATH that is a run dir is reported as it stands
+(``--include-partial`` implied), and ``--out`` defaults to ``PATH/report`` for a single PATH. Scalars are read from
 ``scalars.csv``, or from the TensorBoard event files in ``tb/`` when there is no CSV; the x-axis is environment
 frames and a frame logged twice keeps its last value. Two dirs with the same (task, variant, seed) are an error.
 
@@ -41,13 +44,38 @@ and partial runs still appear in the curves up to their last frame.
 of them cover, each seed linearly interpolated between its own points (for eval curves with one schedule the grid
 is exactly the shared eval frames, so nothing is interpolated). The line is the mean across seeds with a 95 %
 bootstrap band at each frame. The seeds averaged are the counted ones (all runs with the tag when a variant has no
-counted run on the task); other runs are drawn as thin dashed lines up to their last frame.
+counted run on the task); other runs are drawn as thin dashed lines up to their last frame. Probe curves
+(``plasticity/*``) carry a marker per probe (every k-th past 40), as do eval curves of at most 25 points; a single
+common point is drawn with its CI as an error bar. ``events/<name>`` frames are vertical lines on the return and RR
+plots (``rr_switch`` dotted, ``task_switch`` solid black), or ticks at the bottom for an event firing more than 40
+times in a run.
+
+**Labels and warnings.** A variant is labelled with the settings it stands for, read from its runs'
+``config.yaml``: the keys that differ between the variants of a task (``default (aug=shift, rr=static 0.5)``), in
+tables and legends. A (task, variant) group with fewer than 5 counted seeds is named in a warning in ``report.md``
+and on stderr: with 2 seeds a percentile bootstrap interval is just [min, max]. Numbers show 3 significant digits.
+
+**Which signal predicts plasticity loss**: see :mod:`rlplastic.report.correlation` (skipped without
+``plasticity/critic/fit_loss``).
 """
 
 from rlplastic.report.build import build_report
 from rlplastic.report.cli import main
-from rlplastic.report.plots import DEFAULT_TAGS
-from rlplastic.report.runs import EVAL_TAG, RR_SWITCH, RR_TAG, ReportError, Run, RunSet, discover_runs, load_run
+from rlplastic.report.correlation import FIT_LOSS_TAG, correlate_task, correlation_summary, weighted_spearman
+from rlplastic.report.markdown import format_number
+from rlplastic.report.plots import DEFAULT_TAGS, PlotContext
+from rlplastic.report.runs import (
+    EVAL_TAG,
+    RR_SWITCH,
+    RR_TAG,
+    ReportError,
+    Run,
+    RunSet,
+    discover_runs,
+    load_run,
+    variant_labels,
+    variant_settings,
+)
 from rlplastic.report.stats import (
     Interval,
     aggregate_iqm,
@@ -64,8 +92,9 @@ from rlplastic.report.stats import (
 from rlplastic.report.summary import METRICS
 
 __all__ = [
-    "DEFAULT_TAGS", "EVAL_TAG", "METRICS", "RR_SWITCH", "RR_TAG", "Interval", "ReportError", "Run", "RunSet",
-    "aggregate_iqm", "aggregate_mean", "align_curves", "area_under_curve", "build_report", "discover_runs", "iqm",
-    "load_run", "main", "mean_band", "poi_one_task", "probability_of_improvement", "probability_of_improvement_ci",
-    "stratified_bootstrap_ci",
+    "DEFAULT_TAGS", "EVAL_TAG", "FIT_LOSS_TAG", "METRICS", "RR_SWITCH", "RR_TAG", "Interval", "PlotContext",
+    "ReportError", "Run", "RunSet", "aggregate_iqm", "aggregate_mean", "align_curves", "area_under_curve",
+    "build_report", "correlate_task", "correlation_summary", "discover_runs", "format_number", "iqm", "load_run",
+    "main", "mean_band", "poi_one_task", "probability_of_improvement", "probability_of_improvement_ci",
+    "stratified_bootstrap_ci", "variant_labels", "variant_settings", "weighted_spearman",
 ]  # fmt: skip
