@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from scipy.stats import mannwhitneyu, trim_mean
+from scipy.stats import mannwhitneyu, spearmanr, trim_mean
 
 from rlplastic.logger import Logger, read_scalars_csv
 from rlplastic.report import (
@@ -29,6 +30,19 @@ from rlplastic.report import (
     probability_of_improvement_ci,
     stratified_bootstrap_ci,
 )
+from rlplastic.report.correlation import FIT_LOSS_TAG, correlate_task, weighted_spearman
+from rlplastic.report.markdown import format_number
+from rlplastic.report.plots import (
+    MAX_MARKERS,
+    SPARSE_POINTS,
+    PlotContext,
+    marker_style,
+    plasticity_figure,
+    returns_figure,
+    rr_figure,
+    scatter_figure,
+)
+from rlplastic.report.runs import variant_labels, variant_settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FRAMES = np.arange(0, 10_001, 1000)
@@ -325,3 +339,255 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys, case, expected):
     assert err.startswith("rlplastic.report: error: ")
     assert expected.format(tmp=tmp_path) in err
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+# -- sparse and dense data ------------------------------------------------------------------------------------------
+
+
+def _context(tmp_path: Path, runs: list, tags: tuple[str, ...] = ()) -> PlotContext:
+    variants = sorted({r.variant for r in runs})
+    return PlotContext(out=tmp_path, reps=50, seed=0, include_partial=False, tags=tags,
+                       colors={v: f"C{i}" for i, v in enumerate(variants)}, labels=variant_labels(runs))  # fmt: skip
+
+
+def _groups(runs: list) -> dict:
+    return {v: [r for r in runs if r.variant == v] for v in sorted({r.variant for r in runs})}
+
+
+def _has_marker(line) -> bool:
+    return line.get_marker() not in (None, "", "None", " ")
+
+
+def test_a_single_probe_and_500_probes_are_both_drawn_with_markers(tmp_path):
+    for seed in (1, 2):
+        scalars = linear_eval(100.0)
+        scalars["plasticity/critic/fau"] = [(5000, 0.4 + 0.1 * seed)]  # one probe per run, at the same frame
+        dense = np.linspace(10, 10_000, 500).astype(int)
+        scalars["plasticity/critic/dormant"] = [(int(f), f / 1e5) for f in dense]
+        write_run(tmp_path / "runs", "walker_walk", "default", seed, scalars)
+    unfinished = linear_eval(100.0)
+    unfinished["plasticity/critic/fau"] = [(3000, 0.9)]
+    write_run(tmp_path / "runs", "walker_walk", "default", 3, unfinished, complete=False)
+    runs = discover_runs([tmp_path / "runs"])
+    tags = ("plasticity/critic/fau", "plasticity/critic/dormant")
+    fig = plasticity_figure("walker_walk", _groups(runs), list(tags), _context(tmp_path, runs, tags))
+    single, dense_ax = fig.axes[0], fig.axes[1]
+
+    at_probe = [ln for ln in single.lines if list(ln.get_xdata()) == [5000]]
+    mean_point = [ln for ln in at_probe if ln.get_marker() == "o"]
+    assert len(mean_point) == 1 and mean_point[0].get_markersize() >= 5  # the mean of the two seeds
+    assert mean_point[0].get_ydata()[0] == pytest.approx(0.55)
+    caps = sorted(float(ln.get_ydata()[0]) for ln in at_probe if ln.get_marker() == "_")
+    assert caps == pytest.approx([0.5, 0.6])  # its error bar: with 2 seeds the bootstrap CI is [min, max]
+    partial = [ln for ln in single.lines if list(ln.get_xdata()) == [3000]]
+    assert len(partial) == 1 and _has_marker(partial[0]) and partial[0].get_linestyle() == "--"
+
+    (line,) = [ln for ln in dense_ax.lines if len(ln.get_xdata()) == 500]
+    assert _has_marker(line)
+    every = line.get_markevery()
+    assert every == math.ceil(500 / MAX_MARKERS) and len(range(0, 500, every)) <= MAX_MARKERS  # thinned
+
+
+def test_marker_style_thins_dense_series_and_skips_dense_eval_curves():
+    assert marker_style(1)["markevery"] == 1 and marker_style(1)["marker"] == "o"
+    assert marker_style(SPARSE_POINTS)["markevery"] == 1
+    assert marker_style(SPARSE_POINTS + 1) == {}  # a dense eval curve: a plain line
+    assert marker_style(4000, always=True)["markevery"] == 100  # a dense probe curve: 40 markers
+
+
+def test_events_are_marked_on_the_return_and_rr_axes(tmp_path):
+    for variant in ("default", "rr=adaptive"):
+        scalars = linear_eval(500.0)
+        scalars["rr/value"] = [(int(f), 0.5) for f in FRAMES[1:]]
+        scalars["events/task_switch"] = [(5000, 1.0)]
+        if variant == "rr=adaptive":
+            scalars["events/rr_switch"] = [(6000, 2.0)]
+            scalars["events/redo"] = [(int(f), 1.0) for f in range(100, 10_000, 100)]  # 99 firings: dense
+        write_run(tmp_path / "runs", "walker_walk", variant, 1, scalars)
+    runs = discover_runs([tmp_path / "runs"])
+    ctx = _context(tmp_path, runs)
+    for figure in (returns_figure, rr_figure):
+        ax = figure("walker_walk", _groups(runs), ctx).axes[0]
+        drawn = {}
+        for collection in ax.collections:
+            if (gid := collection.get_gid() or "").startswith("events/"):
+                drawn.setdefault(gid, []).extend(collection.get_segments())
+        assert sorted(drawn) == ["events/redo", "events/rr_switch", "events/task_switch"]
+        assert [s[0][0] for s in drawn["events/rr_switch"]] == [6000]
+        assert [s[0][0] for s in drawn["events/task_switch"]] == [5000, 5000]  # one line per run
+        assert all(s[0][1] == 0.0 and s[1][1] == 1.0 for s in drawn["events/rr_switch"])  # full height
+        assert len(drawn["events/redo"]) == 99
+        assert all(s[1][1] - s[0][1] < 0.1 for s in drawn["events/redo"])  # short ticks, not 99 full lines
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"events/rr_switch", "events/task_switch", "events/redo"} <= set(legend)
+
+
+def test_groups_with_fewer_than_five_seeds_are_flagged(tmp_path, capsys):
+    for seed in (1, 2):
+        write_run(tmp_path / "runs", "walker_walk", "default", seed, linear_eval(100.0 * seed))
+    for seed in range(1, 6):
+        write_run(tmp_path / "runs", "walker_walk", "aug=none", seed, linear_eval(10.0 * seed))
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "runs"), "--out", str(out), "--reps", "50"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["few_seeds"] == [{"task": "walker_walk", "variant": "default", "n": 2}]
+    (warning,) = summary["warnings"]
+    assert "1 group(s) have fewer than 5 seeds: walker_walk default (n=2)" in warning
+    assert "[min, max]" in warning
+    report = (out / "report.md").read_text()
+    assert f"> **Warning:** {warning}" in report.split("## Protocol")[0]  # under the header
+    assert f"rlplastic.report: warning: {warning}" in capsys.readouterr().err
+    # with 2 seeds the percentile bootstrap interval of the mean is exactly [min, max]
+    assert summary["tasks"]["walker_walk"]["default"]["final_return"]["low"] == pytest.approx(100.0)
+    assert summary["tasks"]["walker_walk"]["default"]["final_return"]["high"] == pytest.approx(200.0)
+
+
+def _write_config(run_dir: Path, **groups) -> None:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    base = {"aug": {"name": "shift", "pad": 4}, "rr": {"name": "static", "ratio": 0.5}, "intervention": {},
+            "lr": 1e-4, "device": "cuda", "run_dir": str(run_dir)}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, **base, **groups}))
+
+
+def test_variant_labels_say_what_each_variant_is(tmp_path):
+    settings = {
+        "default": {},
+        "aug=none": {"aug": {"name": "none"}},
+        "rr=static_2": {"rr": {"name": "static", "ratio": 2}},
+        "rr=adaptive": {"rr": {"name": "adaptive", "low": 0.5, "high": 2.0, "signal": "critic/episode_fau"}},
+        "intervention=[redo,l2_init]": {"intervention": {"redo": {"tau": 0.1}, "l2_init": {"coef": 0.01}}},
+    }
+    for variant, groups in settings.items():
+        for seed in (1, 2):  # device and run_dir differ per run and never count
+            _write_config(write_run(tmp_path / "runs", "walker_walk", variant, seed, linear_eval(100.0)), **groups)
+    runs = discover_runs([tmp_path / "runs"])
+    assert variant_settings(runs) == {
+        "aug=none": "intervention=none, rr=static 0.5",
+        "default": "aug=shift, intervention=none, rr=static 0.5",
+        "intervention=[redo,l2_init]": "aug=shift, rr=static 0.5",  # the name says what the interventions are
+        "rr=adaptive": "aug=shift, intervention=none",
+        "rr=static_2": "aug=shift, intervention=none, rr=static 2",  # the config file name is not the setting
+    }
+    out = tmp_path / "out"
+    summary = build_report(runs, out, reps=20, compare=["rr=adaptive", "default"])
+    assert summary["variants"]["default"]["label"] == "default (aug=shift, intervention=none, rr=static 0.5)"
+    report = (out / "report.md").read_text()
+    assert "| walker_walk | `default` (aug=shift, intervention=none, rr=static 0.5) | 2 |" in report
+    assert "| `rr=adaptive` (aug=shift, intervention=none) | 1 | 2 |" in report  # the across-task table
+    ax = returns_figure("walker_walk", _groups(runs), _context(tmp_path, runs)).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "default (aug=shift, intervention=none, rr=static 0.5) (n=2)" in legend
+
+
+def test_labels_only_where_configs_say_more_than_the_name(tmp_path):
+    for variant, groups in (("default", {}), ("aug=none", {"aug": {"name": "none"}})):
+        _write_config(write_run(tmp_path, "walker_walk", variant, 1, linear_eval(1.0)), **groups)
+    write_run(tmp_path, "cheetah_run", "default", 1, linear_eval(1.0))  # no other variant on its task to differ from
+    assert variant_labels(discover_runs([tmp_path])) == {"aug=none": "aug=none", "default": "default (aug=shift)"}
+
+
+def test_a_single_run_dir_is_reported_as_it_stands(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "runs", "walker_walk", "default", 3, linear_eval(400.0), complete=False)
+    assert main([str(run_dir), "--reps", "50"]) == 0  # no --out: the report goes into the run dir
+    out = run_dir / "report"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"][0]["counted"] and summary["protocol"]["include_partial"]
+    cell = summary["tasks"]["walker_walk"]["default"]
+    assert cell["seeds"] == [3] and cell["final_return"]["point"] == pytest.approx(400.0)
+    assert (out / "returns_walker_walk.png").read_bytes()[:8] == PNG_MAGIC
+    assert "a single run dir, counted as it stands" in capsys.readouterr().out
+    assert [r.path for r in discover_runs([tmp_path / "runs"])] == [run_dir]  # its report is not a run dir
+
+    explicit = tmp_path / "my_experiment"  # a run placed with run_dir=...: named by its own dir
+    explicit.mkdir()
+    shutil.copy(run_dir / "scalars.csv", explicit / "scalars.csv")
+    (explicit / "config.yaml").write_text(yaml.safe_dump({"task_name": "cheetah_run", "seed": 1}))
+    run = load_run(explicit)
+    assert (run.task, run.variant, run.seed) == ("cheetah_run", "my_experiment", 1)
+    assert main([str(explicit), str(run_dir), "--reps", "20"]) == 2
+    assert "--out is required with several paths" in capsys.readouterr().err
+
+
+def test_numbers_have_three_significant_digits(tmp_path):
+    assert [format_number(x) for x in (0.0123, 812.345, 55.55, 10.0, 1234.4, 0.0, -0.5, 1.234e-5)] == [
+        "0.0123", "812", "55.5", "10.0", "1234", "0", "-0.500", "1.23e-05",
+    ]  # fmt: skip
+    write_run(tmp_path, "cartpole_balance_sparse", "default", 1, {EVAL_TAG: [(0, 0.0), (1000, 0.0123)]})
+    build_report(discover_runs([tmp_path]), tmp_path / "out", reps=20)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| cartpole_balance_sparse | `default` | 1 | 0.0123 (1 run: no CI) | 0.00615 (1 run: no CI) |" in report
+
+
+# -- which signal predicts plasticity loss -------------------------------------------------------------------------
+
+
+def test_weighted_spearman_is_spearmanr_of_the_repeated_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 6, 50).astype(float)  # many ties
+    y = x + rng.normal(0, 2, 50)
+    y[:8] = y[0]
+    weights = rng.integers(0, 4, (5, 50))
+    expected = [spearmanr(np.repeat(x, w), np.repeat(y, w)).statistic for w in weights]
+    np.testing.assert_allclose(weighted_spearman(x, y, weights), expected, rtol=1e-12)
+    assert float(weighted_spearman(x, y)) == pytest.approx(spearmanr(x, y).statistic, rel=1e-12)
+    assert np.isnan(weighted_spearman(np.ones(5), np.arange(5.0)))  # a constant variable has no rank correlation
+
+
+def _probe_runs(root: Path, with_fit_loss: bool = True) -> None:
+    """6 runs on one task: ``monotone`` is a monotone function of the fit loss, ``null`` independent of it,
+    ``gain`` equals the return gain of the eval window that follows each probe."""
+    rng = np.random.default_rng(1)
+    evals = np.arange(0, 21_000, 1000)
+    for i, variant in enumerate(("default", "aug=none")):
+        for seed in (1, 2, 3):
+            returns = np.cumsum(rng.uniform(0, 50, evals.size))
+            probes = evals[:-1] + 500  # one probe inside every eval window
+            loss = rng.uniform(0.1, 2.0, probes.size)
+            scalars = {EVAL_TAG: list(zip(evals.tolist(), returns.tolist(), strict=True))}
+            scalars["plasticity/critic/monotone"] = list(zip(probes.tolist(), np.log(loss + i).tolist(), strict=True))
+            scalars["plasticity/critic/null"] = list(zip(probes.tolist(), rng.normal(size=probes.size).tolist(),
+                                                          strict=True))  # fmt: skip
+            scalars["plasticity/critic/gain"] = list(zip(probes.tolist(), (2 * np.diff(returns)).tolist(), strict=True))
+            if with_fit_loss:
+                scalars[FIT_LOSS_TAG] = list(zip(probes.tolist(), (loss + i).tolist(), strict=True))
+            write_run(root, "walker_walk", variant, seed, scalars)
+
+
+def test_signals_are_ranked_by_their_rank_correlation_with_the_fit_loss(tmp_path):
+    _probe_runs(tmp_path / "runs")
+    runs = discover_runs([tmp_path / "runs"])
+    rows = {r["signal"]: r for r in correlate_task(runs, reps=300, seed=0)}
+    monotone, null, gain = (rows[f"plasticity/critic/{s}"] for s in ("monotone", "null", "gain"))
+    assert monotone["fit_loss"] == {"rho": pytest.approx(1.0), "low": pytest.approx(1.0), "high": pytest.approx(1.0),
+                                    "n_pairs": 6 * 20, "n_runs": 6}  # fmt: skip
+    assert null["fit_loss"]["low"] < 0 < null["fit_loss"]["high"]  # a null relation: the CI covers 0
+    assert abs(null["fit_loss"]["rho"]) < 0.3
+    assert gain["return_gain"]["rho"] == pytest.approx(1.0) and gain["return_gain"]["n_pairs"] == 6 * 20
+    assert null["return_gain"]["low"] < 0 < null["return_gain"]["high"]
+    assert [r["signal"] for r in correlate_task(runs, reps=50)][0] == "plasticity/critic/monotone"
+    assert "plasticity/critic/fit_loss" not in rows  # the target is not its own predictor
+
+    out = tmp_path / "out"
+    summary = build_report(runs, out, reps=100)
+    section = (out / "report.md").read_text().split("## Which signal predicts plasticity loss")[1]
+    assert "| 1 | `plasticity/critic/monotone` | 1.00 [1.00, 1.00] |" in section
+    image = "![plasticity/critic/monotone against plasticity loss on walker_walk](corr_walker_walk_critic_monotone.png)"
+    assert image in section
+    assert summary["correlation"]["skipped"] is None
+    for _, name in summary["correlation"]["plots"]["walker_walk"]:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    ctx = _context(tmp_path, runs)
+    fig = scatter_figure("walker_walk", runs, rows["plasticity/critic/monotone"], ctx)
+    points = [c for c in fig.axes[0].collections if len(c.get_offsets())]
+    assert sorted(len(c.get_offsets()) for c in points) == [60, 60]  # one colour per variant, 3 runs x 20 probes
+    assert "ρ = 1.00 [1.00, 1.00]" in fig.axes[0].get_title()
+
+
+def test_the_correlation_section_is_skipped_without_a_fit_loss(tmp_path):
+    _probe_runs(tmp_path / "runs", with_fit_loss=False)
+    summary = build_report(discover_runs([tmp_path / "runs"]), tmp_path / "out", reps=20)
+    assert summary["correlation"] == {"target": FIT_LOSS_TAG, "skipped": f"no run logged {FIT_LOSS_TAG}",
+                                      "tasks": {}, "plots": {}}  # fmt: skip
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"## Which signal predicts plasticity loss\n\nSkipped: no run logged {FIT_LOSS_TAG}." in report
+    assert not list((tmp_path / "out").glob("corr_*.png"))
