@@ -5,8 +5,9 @@
 # completes, and that re-running the sweep command trains nothing. Everything it starts is stopped, and
 # its temp dir removed, at exit.
 #
-#   sudo bench/slurm_local.sh                 # a few minutes on 2 CPU cores; prints PASS or FAIL
-#   bench/slurm_local.sh --out DIR --keep     # keep the sweep in DIR/sweeps and the Slurm logs in DIR
+#   sudo bench/slurm_local.sh            # a few minutes on 2 CPU cores; prints PASS or FAIL
+#   bench/slurm_local.sh --out DIR       # keep the sweep (DIR/sweeps, DIR/sweep*.log) and Slurm's logs
+#   bench/slurm_local.sh --keep          # also keep the temp dir (slurm.conf, munge key, Slurm's state)
 #
 # Needs root (slurmd launches the jobs; apt-get installs slurm-wlm and munge if they are missing).
 # Environment: PYTHON (the interpreter of the sweep and of its jobs; default .venv/bin/python, else
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "slurm_local: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -43,13 +44,15 @@ SAVE_EVERY=1000
 log() { echo "[slurm_local] $*"; }
 FAILURES=()
 fail() { FAILURES+=("$*"); log "FAIL: $*"; }
-WORK="" MUNGED_PID="" CTLD_PID="" SLURMD_PID="" SWEEP_PID="" TORN_DOWN=0
+WORK="" MUNGED_PID="" CTLD_PID="" SLURMD_PID="" SWEEP_PID="" TORN_DOWN=0 SUMMARY_PRINTED=0
 STEPD_BEFORE=" $(pgrep -x slurmstepd | tr '\n' ' ') "
 finish() {  # stop everything, check that nothing is left, print the summary line and exit
     local leftover
     teardown
-    leftover=$(for pid in $MUNGED_PID $CTLD_PID $SLURMD_PID $(new_stepds); do kill -0 "$pid" 2>/dev/null && echo "$pid"; done)
+    # shellcheck disable=SC2046,SC2086
+    leftover=$(alive $MUNGED_PID $CTLD_PID $SLURMD_PID $(new_stepds) | tr '\n' ' ')
     [ -z "$leftover" ] || fail "processes left behind: $leftover"
+    SUMMARY_PRINTED=1
     if [ ${#FAILURES[@]} -eq 0 ]; then
         echo "slurm_local: PASS ($*)"
         exit 0
@@ -76,6 +79,10 @@ new_stepds() {  # slurmstepd processes that were not there before this script (t
     local pid
     for pid in $(pgrep -x slurmstepd); do case "$STEPD_BEFORE" in *" $pid "*) ;; *) echo "$pid" ;; esac; done
 }
+alive() {  # alive PID...: the PIDs that run (a zombie, an exited process its parent has not reaped, does not)
+    local pid st
+    for pid in "$@"; do st=$(ps -o stat= -p "$pid" 2>/dev/null) && [ "${st:0:1}" != Z ] && echo "$pid"; done
+}
 
 teardown() {  # stop the sweep, the jobs and the daemons this script started (idempotent)
     local i pid
@@ -87,10 +94,12 @@ teardown() {  # stop the sweep, the jobs and the daemons this script started (id
         scancel --partition="$PARTITION" 2>/dev/null
         for i in $(seq 1 60); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 1; done
     fi
+    for i in $(seq 1 40); do [ -z "$(alive $(new_stepds))" ] && break; sleep 0.5; done  # steps winding down
     stop_pid "$SLURMD_PID" slurmd
     stop_pid "$CTLD_PID" slurmctld
     stop_pid "$MUNGED_PID" munged
-    for pid in $(new_stepds); do log "cleanup: killing leftover slurmstepd $pid"; kill -KILL "$pid"; done
+    for pid in $(alive $(new_stepds)); do log "cleanup: killing leftover slurmstepd $pid"; kill -KILL "$pid"; done
+    for i in $(seq 1 20); do [ -z "$(new_stepds)" ] && break; sleep 0.5; done  # let init reap them
     [ -z "$MUNGED_PID" ] || log "stopped the daemons this script started (munged, slurmctld, slurmd)"
 }
 
@@ -104,6 +113,7 @@ on_exit() {
     fi
     case "$OUT" in "$WORK"/*) [ $KEEP = 1 ] || OUT="" ;; esac
     [ -z "$OUT" ] || log "sweep and logs in $OUT"
+    [ $SUMMARY_PRINTED = 1 ] || echo "slurm_local: FAIL (stopped by a signal or an error, exit status $rc)"
     exit $rc
 }
 
@@ -237,7 +247,7 @@ job_of_run() {  # the Slurm job (array task id) whose log names this run dir, am
 }
 ckpt_frame() { grep -o '"frame": *[0-9]*' "$1/checkpoint.json" 2>/dev/null | grep -o '[0-9]*$'; }
 
-REQUEUED_JOB="" REQUEUED_RUN="" REQUEUE_FRAME="" RELEASED=0
+REQUEUED_JOB="" REQUEUED_RUN="" REQUEUE_FRAME="" RELEASED=0 SWEEP_STUCK=0
 run_sweep() {  # run_sweep LOG REQUEUE(0|1): the sweep command in the background, watched; sets SWEEP_RC
     local logfile=$1 requeue=$2 start=$SECONDS seen_jobs=0 empty_since="" run job frame state
     "${SWEEP[@]}" >"$logfile" 2>&1 &
@@ -274,11 +284,13 @@ run_sweep() {  # run_sweep LOG REQUEUE(0|1): the sweep command in the background
             [ -n "$empty_since" ] || empty_since=$SECONDS
             if [ $((SECONDS - empty_since)) -ge 30 ]; then
                 fail "the queue is empty but the sweep is still waiting (a job ended without a result; see $SUBMITIT)"
+                SWEEP_STUCK=1
                 stop_pid "$SWEEP_PID" "the sweep"
             fi
         fi
         if [ $((SECONDS - start)) -ge "$SWEEP_TIMEOUT" ]; then
             fail "the sweep ran past ${SWEEP_TIMEOUT}s"
+            SWEEP_STUCK=1
             stop_pid "$SWEEP_PID" "the sweep"
         fi
         sleep 0.5
@@ -294,7 +306,9 @@ log "sweep 1: ${SWEEP[*]:1}"
 run_sweep "$OUT/sweep1.log" 1
 FIRST_JOBS=$(job_dirs | tr '\n' ' ')
 log "sweep 1 exited with $SWEEP_RC; jobs: $FIRST_JOBS"
-[ "$SWEEP_RC" = 0 ] || { fail "sweep 1 exited with $SWEEP_RC"; tail -30 "$OUT/sweep1.log"; }
+sweep_tail() { grep -v -e sacct -e "accounting storage is disabled" "$1" | tail -20; }  # no accounting here
+[ $SWEEP_STUCK = 0 ] || { sweep_tail "$OUT/sweep1.log"; finish "sweep 1 did not finish"; }
+[ "$SWEEP_RC" = 0 ] || { fail "sweep 1 exited with $SWEEP_RC"; sweep_tail "$OUT/sweep1.log"; }
 # the launcher returns once every job has a result; a requeued job may still be queued or running (a run
 # that returns normally after SIGTERM leaves submitit a result before its requeue runs)
 still=$(squeue -h -o '%i %T' | tr '\n' ' ')
@@ -366,7 +380,7 @@ sizes() { local run; for run in "${RUNS[@]}"; do stat -c '%s %Y' "$run/scalars.c
 BEFORE=$(sizes)
 log "sweep 2: the same command again"
 run_sweep "$OUT/sweep2.log" 0
-[ "$SWEEP_RC" = 0 ] || { fail "sweep 2 exited with $SWEEP_RC"; tail -30 "$OUT/sweep2.log"; }
+[ "$SWEEP_RC" = 0 ] || { fail "sweep 2 exited with $SWEEP_RC"; sweep_tail "$OUT/sweep2.log"; }
 for i in $(seq 1 120); do queue_drained && break; sleep 0.5; done
 skipped=0 trained=0 second_jobs=""
 for job in $(job_dirs); do
