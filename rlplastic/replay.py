@@ -8,6 +8,12 @@ makes a 1e6-transition buffer fit in ordinary host memory.
 Conventions follow ``dm_env`` / DrQ-v2: an episode is a sequence of stored steps ``0..T``; step 0 holds
 the first frame only (written by :meth:`ReplayBuffer.add_first`); step ``j >= 1`` holds the action,
 reward and environment discount that led to frame ``j`` (written by :meth:`ReplayBuffer.add`).
+
+This module's :class:`ReplayBuffer` stores everything in host NumPy arrays. Two companions keep its sample
+stream (same seed, same batches): ``rlplastic.replay_device.DeviceReplayBuffer`` stores the steps on a
+torch device and assembles batches there, and ``rlplastic.replay_prefetch.PrefetchingSampler`` assembles
+a host buffer's next batch in the background. Every index draw is made here, on the host, with the
+buffer's NumPy generator (or the caller's, for side samples).
 """
 
 from __future__ import annotations

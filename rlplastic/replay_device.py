@@ -82,7 +82,7 @@ class DeviceReplayBuffer(ReplayBuffer):
         # Row layout: action (action_size floats), reward, discount; discounts start at 1 like the host's.
         self._steps = torch.zeros((self.capacity, self._action_size + 2), dtype=torch.float32, device=self._device)
         self._steps[:, -1] = 1.0
-        self._gamma = torch.tensor(np.float32(self.discount), device=self._device)
+        self._gamma = torch.tensor(np.float32(self.discount), dtype=torch.float32, device=self._device)
 
     def _host(self, array: np.ndarray) -> torch.Tensor:
         """A CPU tensor of ``array`` to copy to the storage device (pinned, i.e. copied, for CUDA)."""
