@@ -486,7 +486,7 @@ class ReplayBuffer:
         arrays = {}
         for name, (slot_shape, dtype) in self._layout().items():
             value = state[name]
-            array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             if array.shape != (filled, *slot_shape) or array.dtype != dtype:
                 raise ValueError(
                     f"replay state '{name}' has shape {array.shape} and dtype {array.dtype}, "
