@@ -238,3 +238,14 @@ def test_pinned_staging_to_cuda_gives_the_direct_stream() -> None:
         for w in writers:
             w.step()
     sampler.close()
+
+
+def test_defaults_follow_where_the_replay_lives() -> None:
+    with PrefetchingSampler(make_buffer(), BATCH, "cpu") as host:
+        assert host.background and host._staging is None  # a CPU target needs no staging copy
+    device_buffer = DeviceReplayBuffer(FRAME_SHAPE, ACTION_SHAPE, capacity=10, storage_device="cpu")
+    with PrefetchingSampler(device_buffer, BATCH, "cpu") as device:
+        assert not device.background and device._staging is None
+    with PrefetchingSampler(make_buffer(), BATCH, "cpu", staging=True) as staged:
+        assert staged._staging is not None and not staged._staging.frames.is_pinned()
+        assert staged._staging.frames.shape == (2, BATCH, 3, *FRAME_SHAPE)
