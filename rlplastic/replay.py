@@ -8,16 +8,24 @@ makes a 1e6-transition buffer fit in ordinary host memory.
 Conventions follow ``dm_env`` / DrQ-v2: an episode is a sequence of stored steps ``0..T``; step 0 holds
 the first frame only (written by :meth:`ReplayBuffer.add_first`); step ``j >= 1`` holds the action,
 reward and environment discount that led to frame ``j`` (written by :meth:`ReplayBuffer.add`).
+
+This module's :class:`ReplayBuffer` stores everything in host NumPy arrays. Two companions keep its sample
+stream (same seed, same batches): ``rlplastic.replay_device.DeviceReplayBuffer`` stores the steps on a
+torch device and assembles batches there, and ``rlplastic.replay_prefetch.PrefetchingSampler`` assembles
+a host buffer's next batch in the background. Every index draw is made here, on the host, with the
+buffer's NumPy generator (or the caller's, for side samples).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["Batch", "ReplayBuffer"]
+__all__ = ["Batch", "ReplayBuffer", "estimated_bytes"]
 
 # Rejection rounds before falling back to enumerating every sampleable transition. With realistic
 # episodes (hundreds of steps) almost every candidate is accepted on the first round; the fallback only
@@ -47,6 +55,43 @@ class Batch(NamedTuple):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_frame_dtype(frame_dtype: Any) -> np.dtype:
+    try:
+        dtype = np.dtype(frame_dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in _ALLOWED_FRAME_DTYPES:
+        raise ValueError(f"frame_dtype must be np.uint8 (pixels) or np.float32 (states), got {frame_dtype!r}")
+    return dtype
+
+
+def _slot_bytes(frame_shape: tuple[int, ...], action_shape: tuple[int, ...], frame_dtype: np.dtype) -> int:
+    """Storage bytes of one slot: frame, float32 action, float32 reward and discount, int64 episode start."""
+    return math.prod(frame_shape) * frame_dtype.itemsize + math.prod(action_shape) * 4 + 4 + 4 + 8
+
+
+def estimated_bytes(
+    capacity: int, frame_shape: tuple[int, ...], action_shape: tuple[int, ...], frame_dtype: type | np.dtype = np.uint8
+) -> int:
+    """Bytes a replay of ``capacity`` slots allocates for storage, without allocating it.
+
+    Equals :attr:`ReplayBuffer.nbytes` of a buffer built with the same arguments (and
+    ``DeviceReplayBuffer.nbytes``, of which all but the 8-byte episode start per slot live on the storage
+    device). E.g. 1e6 slots of 3x84x84 uint8 frames with 6-d actions: 21.2 GB.
+
+    :param capacity: Number of slots (stored steps), > 0.
+    :param frame_shape: Shape of one frame, e.g. ``(3, 84, 84)``.
+    :param action_shape: Shape of one action, e.g. ``(6,)``.
+    :param frame_dtype: ``np.uint8`` (pixels) or ``np.float32`` (states).
+    :return: Total storage bytes.
+    """
+    if not _is_int(capacity) or capacity <= 0:
+        raise ValueError(f"capacity must be an int > 0, got {capacity!r}")
+    frame_shape = _check_shape("frame_shape", frame_shape, allow_empty=False)
+    action_shape = _check_shape("action_shape", action_shape, allow_empty=True)
+    return int(capacity) * _slot_bytes(frame_shape, action_shape, _check_frame_dtype(frame_dtype))
 
 
 def _check_shape(name: str, shape: Any, allow_empty: bool) -> tuple[int, ...]:
@@ -111,12 +156,7 @@ class ReplayBuffer:
             or not 0.0 <= discount <= 1.0
         ):
             raise ValueError(f"discount must be a float in [0, 1], got {discount!r}")
-        try:
-            dtype = np.dtype(frame_dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in _ALLOWED_FRAME_DTYPES:
-            raise ValueError(f"frame_dtype must be np.uint8 (pixels) or np.float32 (states), got {frame_dtype!r}")
+        dtype = _check_frame_dtype(frame_dtype)
         if not _is_int(seed):
             raise ValueError(f"seed must be an int, got {seed!r}")
 
@@ -126,16 +166,46 @@ class ReplayBuffer:
         self.discount = float(discount)
         self.frame_dtype = dtype
 
-        self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=dtype)
-        self._actions = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
-        self._rewards = np.zeros(self.capacity, dtype=np.float32)
-        self._discounts = np.ones(self.capacity, dtype=np.float32)
         # Global step index of the episode start of each slot: two steps belong to the same episode iff
-        # their starts agree, and the start is where stack indices are clamped.
+        # their starts agree, and the start is where stack indices are clamped. Always a host array: the
+        # sampleable set, and so every index draw, is decided on the host in every implementation.
         self._episode_start = np.zeros(self.capacity, dtype=np.int64)
+        self._allocate()
         self._num_written = 0  # global write counter: steps ever written; slot of step g is g % capacity
         self._current_start = -1  # global start of the running episode, -1 when none is running
         self._rng = np.random.default_rng(seed)
+        self._guard: Callable[[], None] | None = None
+
+    @property
+    def storage_device(self) -> torch.device:
+        """Where frames, actions, rewards and discounts are stored (the host for this class)."""
+        return torch.device("cpu")
+
+    def _allocate(self) -> None:
+        """Allocate the per-slot storage of frames, actions, rewards and discounts."""
+        self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=self.frame_dtype)
+        self._actions = np.zeros((self.capacity, *self.action_shape), dtype=np.float32)
+        self._rewards = np.zeros(self.capacity, dtype=np.float32)
+        self._discounts = np.ones(self.capacity, dtype=np.float32)
+
+    def attach_guard(self, guard: Callable[[], None] | None) -> None:
+        """Install (or, with ``None``, remove) a callable run before every state change or main-stream read.
+
+        It runs at the start of :meth:`add_first`, :meth:`add`, :meth:`sample` without ``rng``,
+        :meth:`state_dict` and :meth:`load_state_dict`: whatever touches the stored steps or the buffer's own
+        generator. :class:`rlplastic.replay_prefetch.PrefetchingSampler` uses it to finish its background
+        work and rewind the generator before any of these happen. Side samples (``sample(rng=...)``) and
+        read-only properties do not run it. One guard at a time.
+
+        :param guard: The callable, or ``None`` to remove the current one.
+        """
+        if guard is not None and self._guard is not None:
+            raise ValueError("this replay buffer already has a guard (one PrefetchingSampler per buffer)")
+        self._guard = guard
+
+    def _run_guard(self) -> None:
+        if self._guard is not None:
+            self._guard()
 
     # ------------------------------------------------------------------ writing
 
@@ -148,6 +218,7 @@ class ReplayBuffer:
         :param frame: First frame, shape ``frame_shape`` and dtype ``frame_dtype``.
         """
         self._check_frame(frame)
+        self._run_guard()
         self._current_start = self._num_written
         self._write(frame, None, 0.0, 1.0)
 
@@ -167,6 +238,7 @@ class ReplayBuffer:
         if action_arr.shape != self.action_shape:
             raise ValueError(f"action shape must be {self.action_shape}, got {action_arr.shape}")
         self._check_frame(frame)
+        self._run_guard()
         self._write(frame, action_arr, reward, discount)
         if last:
             self._current_start = -1
@@ -225,8 +297,7 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         """Bytes allocated for storage (all slots, whether filled or not)."""
-        arrays = (self._frames, self._actions, self._rewards, self._discounts, self._episode_start)
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in self._storage().values()))
 
     @property
     def bytes_per_transition(self) -> float:
@@ -273,27 +344,60 @@ class ReplayBuffer:
         """
         if not _is_int(batch_size) or batch_size <= 0:
             raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
-        t = self._draw_indices(int(batch_size), self._rng if rng is None else rng)
+        if rng is None:
+            self._run_guard()
+        return self._batch(self._draw_indices(int(batch_size), self._rng if rng is None else rng), device)
+
+    def _slot_indices(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Storage slots a batch of transitions ``t`` reads, computed on the host.
+
+        :return: ``frame_idx`` of shape ``(2, B, frame_stack)``: the frames of the obs and next_obs stacks,
+            oldest first, clamped to the episode start so stacks never reach into the previous episode;
+            ``step_idx`` of shape ``(nstep, B)``: the steps ``t + 1 + i`` whose action (``i = 0``), rewards
+            and discounts enter the transition.
+        """
         cap = self.capacity
         start = self._episode_start[t % cap]
+        # One gather for obs and next_obs: stack ends (2, B) -> frame indices (2, B, frame_stack).
+        ends = np.stack([t, t + self.nstep])
+        offsets = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
+        frame_idx = np.maximum(ends[:, :, None] + offsets, start[None, :, None]) % cap
+        step_idx = (t[None, :] + 1 + np.arange(self.nstep, dtype=np.int64)[:, None]) % cap
+        return frame_idx, step_idx
 
+    def _assemble(
+        self, t: np.ndarray, frames_out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Gather transitions ``t`` into host arrays.
+
+        :param t: Global transition indices from :meth:`_draw_indices`.
+        :param frames_out: Optional ``(2, B, frame_stack, *frame_shape)`` array to gather the frames into
+            (e.g. pinned staging memory); a new array otherwise.
+        :return: ``frames`` ``(2, B, frame_stack, *frame_shape)`` (obs stacks, then next_obs stacks),
+            ``action`` ``(B, *action_shape)``, ``reward`` ``(B,)`` and ``discount`` ``(B,)``.
+        """
+        frame_idx, step_idx = self._slot_indices(t)
         # n-step return in the same order of operations as DrQ-v2's loop, vectorised over the batch.
         reward = np.zeros(t.shape[0], dtype=np.float32)
         discount = np.ones(t.shape[0], dtype=np.float32)
         gamma = np.float32(self.discount)
         for i in range(self.nstep):
-            slot = (t + 1 + i) % cap
-            reward += discount * self._rewards[slot]
-            discount *= self._discounts[slot] * gamma
-        action = self._actions[(t + 1) % cap]
+            reward += discount * self._rewards[step_idx[i]]
+            discount *= self._discounts[step_idx[i]] * gamma
+        action = self._actions[step_idx[0]]
+        if frames_out is None:
+            frames = np.take(self._frames, frame_idx, axis=0)
+        else:  # indices are in range: "clip" only spares np.take its buffered copy into ``out``
+            frames = np.take(self._frames, frame_idx, axis=0, out=frames_out, mode="clip")
+        return frames, action, reward, discount
 
-        # One gather for obs and next_obs: stack ends (2, B) -> frame indices (2, B, frame_stack),
-        # clamped to the episode start so stacks never reach into the previous episode.
-        ends = np.stack([t, t + self.nstep])
-        offsets = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
-        frame_idx = np.maximum(ends[:, :, None] + offsets, start[None, :, None]) % cap
-        frames = np.take(self._frames, frame_idx, axis=0)  # (2, B, frame_stack, *frame_shape)
-        stacked_shape = (t.shape[0], self.frame_stack * self.frame_shape[0], *self.frame_shape[1:])
+    def _stacked_shape(self, batch_size: int) -> tuple[int, ...]:
+        return (batch_size, self.frame_stack * self.frame_shape[0], *self.frame_shape[1:])
+
+    def _batch(self, t: np.ndarray, device: torch.device | str) -> Batch:
+        """The batch of transitions ``t`` on ``device``."""
+        frames, action, reward, discount = self._assemble(t)
+        stacked_shape = self._stacked_shape(t.shape[0])
 
         def to_device(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(array).to(device, non_blocking=True)
@@ -319,6 +423,17 @@ class ReplayBuffer:
             "frame_dtype": self.frame_dtype.name,
         }
 
+    def _layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-slot shape and dtype of each stored array, by its state_dict name (all implementations)."""
+        f32 = np.dtype(np.float32)
+        return {
+            "frames": (self.frame_shape, self.frame_dtype),
+            "actions": (self.action_shape, f32),
+            "rewards": ((), f32),
+            "discounts": ((), f32),
+            "episode_start": ((), np.dtype(np.int64)),
+        }
+
     def _storage(self) -> dict[str, np.ndarray]:
         """The per-slot arrays, by their state_dict names."""
         return {
@@ -329,19 +444,30 @@ class ReplayBuffer:
             "episode_start": self._episode_start,
         }
 
+    def _export(self, filled: int) -> dict[str, torch.Tensor]:
+        """The first ``filled`` slots of every stored array as CPU tensors, by state_dict name."""
+        return {name: torch.from_numpy(array[:filled]) for name, array in self._storage().items()}
+
+    def _import(self, arrays: dict[str, np.ndarray], filled: int) -> None:
+        """Write validated host arrays (by state_dict name) into the first ``filled`` slots."""
+        for name, target in self._storage().items():
+            target[:filled] = arrays[name]
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: stored steps, counters and the sampling RNG state.
 
-        Arrays are returned as torch tensors (so ``torch.load(weights_only=True)`` accepts the saved file)
-        that **share memory** with the buffer, like ``nn.Module.state_dict``: save them before adding more
-        steps. Only filled slots are included, so a partly filled buffer saves only what it holds.
+        Arrays are returned as CPU torch tensors (so ``torch.load(weights_only=True)`` accepts the saved
+        file) that may **share memory** with the buffer, like ``nn.Module.state_dict``: save them before
+        adding more steps. Only filled slots are included, so a partly filled buffer saves only what it
+        holds. The content does not depend on the implementation: a state saved by a
+        :class:`ReplayBuffer` loads into a ``DeviceReplayBuffer`` of the same configuration and back.
 
         :return: A dict of tensors and plain Python values.
         """
-        filled = len(self)
+        self._run_guard()
         return {
             "config": self._config(),
-            **{name: torch.from_numpy(array[:filled]) for name, array in self._storage().items()},
+            **self._export(len(self)),
             "num_written": self._num_written,
             "current_start": self._current_start,
             "rng_state": self._rng.bit_generator.state,
@@ -352,25 +478,25 @@ class ReplayBuffer:
 
         :param state: The dict from :meth:`state_dict` (tensors or numpy arrays).
         """
+        self._run_guard()
         expected = self._config()
         if state.get("config") != expected:
             raise ValueError(f"replay state config {state.get('config')!r} does not match this buffer's {expected!r}")
         filled = min(int(state["num_written"]), self.capacity)
         arrays = {}
-        for name, target in self._storage().items():
+        for name, (slot_shape, dtype) in self._layout().items():
             value = state[name]
-            array = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            if array.shape != (filled, *target.shape[1:]) or array.dtype != target.dtype:
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if array.shape != (filled, *slot_shape) or array.dtype != dtype:
                 raise ValueError(
                     f"replay state '{name}' has shape {array.shape} and dtype {array.dtype}, "
-                    f"expected {(filled, *target.shape[1:])} and {target.dtype}"
+                    f"expected {(filled, *slot_shape)} and {dtype}"
                 )
             arrays[name] = array
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng_state"]
         # Validation is complete: mutate only now so a bad state leaves the buffer untouched.
-        for name, target in self._storage().items():
-            target[:filled] = arrays[name]
+        self._import(arrays, filled)
         self._num_written = int(state["num_written"])
         self._current_start = int(state["current_start"])
         self._rng = rng

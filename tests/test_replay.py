@@ -1,7 +1,13 @@
-"""Tests for rlplastic.replay: n-step returns, frame stacking, eviction, seeding, checkpointing, memory."""
+"""Tests for rlplastic.replay: n-step returns, frame stacking, eviction, seeding, checkpointing, memory.
+
+Every test runs against each implementation: the host ``ReplayBuffer`` and ``DeviceReplayBuffer`` with CPU
+storage (and CUDA storage where a GPU is present).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +15,7 @@ import pytest
 import torch
 
 from rlplastic.replay import Batch, ReplayBuffer
+from rlplastic.replay_device import DeviceReplayBuffer
 from tests.factories import checkpoint_round_trip
 
 # Test frames encode (episode id, step) in their pixels so every sampled stack can be decoded and
@@ -109,14 +116,28 @@ class Recorder:
         return keys
 
 
-def make_buffer(**kwargs) -> ReplayBuffer:
+IMPLEMENTATIONS: dict[str, Callable[..., ReplayBuffer]] = {
+    "host": ReplayBuffer,
+    "device-cpu": functools.partial(DeviceReplayBuffer, storage_device="cpu"),
+    "device-cuda": functools.partial(DeviceReplayBuffer, storage_device="cuda"),
+}
+no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(params=["host", "device-cpu", pytest.param("device-cuda", marks=no_cuda)])
+def replay_cls(request: pytest.FixtureRequest) -> Callable[..., ReplayBuffer]:
+    """A replay buffer constructor: each implementation in turn."""
+    return IMPLEMENTATIONS[request.param]
+
+
+def make_buffer(replay_cls: Callable[..., ReplayBuffer], **kwargs) -> ReplayBuffer:
     kwargs = {"frame_shape": FRAME_SHAPE, "action_shape": ACTION_SHAPE, "capacity": 1000, **kwargs}
-    return ReplayBuffer(**kwargs)
+    return replay_cls(**kwargs)
 
 
-def test_nstep_reward_and_discount_by_hand() -> None:
+def test_nstep_reward_and_discount_by_hand(replay_cls) -> None:
     gamma = 0.9
-    buffer = make_buffer(nstep=3, discount=gamma)
+    buffer = make_buffer(replay_cls, nstep=3, discount=gamma)
     rec = Recorder(buffer, np.random.default_rng(0))
     rec.episode(5, rewards=[1.0, 2.0, 3.0, 4.0, 5.0])  # truncated: discounts stay 1
     rec.episode(4, terminal=True, rewards=[10.0, 20.0, 30.0, 40.0])  # d_4 = 0
@@ -149,8 +170,8 @@ def test_nstep_reward_and_discount_by_hand() -> None:
 
 
 @pytest.mark.parametrize(("frame_stack", "nstep"), [(3, 3), (1, 1), (3, 1), (1, 3), (4, 2)])
-def test_stacks_never_mix_episodes(frame_stack: int, nstep: int) -> None:
-    buffer = make_buffer(frame_stack=frame_stack, nstep=nstep, seed=frame_stack * 10 + nstep)
+def test_stacks_never_mix_episodes(replay_cls, frame_stack: int, nstep: int) -> None:
+    buffer = make_buffer(replay_cls, frame_stack=frame_stack, nstep=nstep, seed=frame_stack * 10 + nstep)
     rng = np.random.default_rng(1)
     rec = Recorder(buffer, rng)
     for _ in range(40):
@@ -170,8 +191,8 @@ def test_stacks_never_mix_episodes(frame_stack: int, nstep: int) -> None:
     assert seen == rec.sampleable()
 
 
-def test_running_episode_becomes_sampleable_step_by_step() -> None:
-    buffer = make_buffer(nstep=3)
+def test_running_episode_becomes_sampleable_step_by_step(replay_cls) -> None:
+    buffer = make_buffer(replay_cls, nstep=3)
     buffer.add_first(encode(0, 0))
     for j in range(1, 4):
         assert buffer.num_transitions == 0
@@ -183,9 +204,9 @@ def test_running_episode_becomes_sampleable_step_by_step() -> None:
     assert decode(batch.next_obs.numpy().reshape(8, 3, *FRAME_SHAPE)[:, -1])[1].tolist() == [3] * 8
 
 
-def test_eviction_wraps_and_stays_consistent() -> None:
+def test_eviction_wraps_and_stays_consistent(replay_cls) -> None:
     capacity = 50
-    buffer = make_buffer(capacity=capacity, seed=3)
+    buffer = make_buffer(replay_cls, capacity=capacity, seed=3)
     rng = np.random.default_rng(2)
     rec = Recorder(buffer, rng)
     while rec.written < 40 * capacity:
@@ -209,9 +230,9 @@ def test_eviction_wraps_and_stays_consistent() -> None:
     assert stored == expected
 
 
-def test_eviction_boundary_inside_a_stack() -> None:
+def test_eviction_boundary_inside_a_stack(replay_cls) -> None:
     """After eviction, transitions whose clamped stack reaches an evicted frame are not sampleable."""
-    buffer = make_buffer(capacity=10, frame_stack=3, nstep=1)
+    buffer = make_buffer(replay_cls, capacity=10, frame_stack=3, nstep=1)
     rec = Recorder(buffer, np.random.default_rng(0))
     rec.episode(11)  # 12 steps: steps 0 and 1 evicted
     # t=2 needs frames 0..2 (evicted), t=3 needs 1..3 (evicted), t=4 needs 2..4 (stored).
@@ -223,8 +244,8 @@ def test_eviction_boundary_inside_a_stack() -> None:
     assert seen == rec.sampleable()
 
 
-def test_degenerate_short_episodes_use_exact_fallback() -> None:
-    buffer = make_buffer(capacity=1000, nstep=3)
+def test_degenerate_short_episodes_use_exact_fallback(replay_cls) -> None:
+    buffer = make_buffer(replay_cls, capacity=1000, nstep=3)
     rec = Recorder(buffer, np.random.default_rng(0))
     for _ in range(300):
         rec.episode(1)  # too short for nstep 3: nothing sampleable
@@ -238,9 +259,9 @@ def test_degenerate_short_episodes_use_exact_fallback() -> None:
     assert set(keys) == {(300, 0), (300, 1)}
 
 
-def test_seeded_sampling_is_reproducible() -> None:
+def test_seeded_sampling_is_reproducible(replay_cls) -> None:
     def filled(seed: int) -> ReplayBuffer:
-        buffer = make_buffer(seed=seed)
+        buffer = make_buffer(replay_cls, seed=seed)
         rec = Recorder(buffer, np.random.default_rng(7))
         for _ in range(20):
             rec.episode(10)
@@ -255,9 +276,9 @@ def test_seeded_sampling_is_reproducible() -> None:
 
 
 @pytest.mark.parametrize("steps", [30, 500])  # partly filled, and wrapped several times
-def test_state_dict_round_trip(steps: int) -> None:
+def test_state_dict_round_trip(replay_cls, steps: int) -> None:
     rng = np.random.default_rng(4)
-    buffer = make_buffer(capacity=100, seed=5)
+    buffer = make_buffer(replay_cls, capacity=100, seed=5)
     rec = Recorder(buffer, rng)
     while rec.written < steps:
         rec.episode(int(rng.integers(3, 12)))
@@ -266,7 +287,7 @@ def test_state_dict_round_trip(steps: int) -> None:
     buffer.sample(16)  # advance the generator
 
     state = checkpoint_round_trip(buffer.state_dict())
-    restored = make_buffer(capacity=100, seed=123)
+    restored = make_buffer(replay_cls, capacity=100, seed=123)
     restored.load_state_dict(state)
 
     assert len(restored) == len(buffer) and restored.num_transitions == buffer.num_transitions
@@ -279,27 +300,27 @@ def test_state_dict_round_trip(steps: int) -> None:
             assert torch.equal(x, y)
 
 
-def test_load_state_dict_rejects_other_config() -> None:
-    buffer = make_buffer(capacity=100)
+def test_load_state_dict_rejects_other_config(replay_cls) -> None:
+    buffer = make_buffer(replay_cls, capacity=100)
     Recorder(buffer, np.random.default_rng(0)).episode(5)
     with pytest.raises(ValueError, match="config"):
-        make_buffer(capacity=200).load_state_dict(buffer.state_dict())
+        make_buffer(replay_cls, capacity=200).load_state_dict(buffer.state_dict())
     state = buffer.state_dict()
     state["frames"] = state["frames"][:-1]
     with pytest.raises(ValueError, match="frames"):
-        make_buffer(capacity=100).load_state_dict(state)
+        make_buffer(replay_cls, capacity=100).load_state_dict(state)
 
 
-def test_memory_is_a_third_of_stacked_storage() -> None:
-    buffer = ReplayBuffer((3, 84, 84), (6,), capacity=1000)
+def test_memory_is_a_third_of_stacked_storage(replay_cls) -> None:
+    buffer = replay_cls((3, 84, 84), (6,), capacity=1000)
     reference = 9 * 84 * 84  # DrQ-v2 stores the whole uint8 stack per transition
     ratio = buffer.bytes_per_transition / reference
     assert 1 / 3 <= ratio < 1 / 3 + 0.002, ratio
     assert buffer.nbytes == 1000 * (3 * 84 * 84 + 6 * 4 + 4 + 4 + 8)
 
 
-def test_pixel_batch_shapes_and_dtypes() -> None:
-    buffer = ReplayBuffer((3, 84, 84), (6,), capacity=200)
+def test_pixel_batch_shapes_and_dtypes(replay_cls) -> None:
+    buffer = replay_cls((3, 84, 84), (6,), capacity=200)
     buffer.add_first(np.zeros((3, 84, 84), np.uint8))
     for j in range(10):
         buffer.add(np.zeros(6, np.float32), 1.0, 1.0, np.full((3, 84, 84), j, np.uint8), last=False)
@@ -309,8 +330,8 @@ def test_pixel_batch_shapes_and_dtypes() -> None:
 
 
 @pytest.mark.parametrize("frame_stack", [1, 3])
-def test_state_observations_are_float32(frame_stack: int) -> None:
-    buffer = ReplayBuffer((5,), (2,), capacity=100, frame_stack=frame_stack, frame_dtype=np.float32)
+def test_state_observations_are_float32(replay_cls, frame_stack: int) -> None:
+    buffer = replay_cls((5,), (2,), capacity=100, frame_stack=frame_stack, frame_dtype=np.float32)
     buffer.add_first(np.zeros(5, np.float32))
     for j in range(1, 6):
         buffer.add(np.zeros(2, np.float32), 1.0, 1.0, np.full(5, j, np.float32), last=False)
@@ -337,13 +358,13 @@ def test_state_observations_are_float32(frame_stack: int) -> None:
         ({"frame_dtype": np.float64}, "frame_dtype"),
     ],
 )
-def test_constructor_validation(kwargs: dict, match: str) -> None:
+def test_constructor_validation(replay_cls, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        make_buffer(**kwargs)
+        make_buffer(replay_cls, **kwargs)
 
 
-def test_add_and_sample_validation() -> None:
-    buffer = make_buffer()
+def test_add_and_sample_validation(replay_cls) -> None:
+    buffer = make_buffer(replay_cls, )
     action, frame = np.zeros(2, np.float32), encode(0, 0)
     with pytest.raises(ValueError, match="add_first"):
         buffer.add(action, 0.0, 1.0, frame, last=False)
@@ -363,9 +384,9 @@ def test_add_and_sample_validation() -> None:
         buffer.sample(0)
 
 
-def test_sampling_with_an_external_rng_leaves_the_buffer_stream_untouched():
+def test_sampling_with_an_external_rng_leaves_the_buffer_stream_untouched(replay_cls):
     def filled() -> ReplayBuffer:
-        buffer = ReplayBuffer((1, 2, 2), (1,), capacity=100, frame_stack=1, nstep=1, seed=4)
+        buffer = replay_cls((1, 2, 2), (1,), capacity=100, frame_stack=1, nstep=1, seed=4)
         buffer.add_first(np.zeros((1, 2, 2), np.uint8))
         for i in range(1, 50):
             buffer.add(np.zeros(1, np.float32), float(i), 1.0, np.full((1, 2, 2), i, np.uint8), last=False)
