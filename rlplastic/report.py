@@ -65,7 +65,7 @@ RR_TAG = "rr/value"
 RR_SWITCH = "rr_switch"
 DEFAULT_TAGS = (
     "plasticity/critic/fau", "plasticity/actor/fau", "plasticity/encoder/fau", "plasticity/critic/dormant",
-    "plasticity/critic/srank", "plasticity/critic/nc1", "plasticity/critic/hessian_top",
+    "plasticity/critic/srank", "plasticity/critic/nc1", "plasticity/critic/hessian_max",
 )  # fmt: skip
 METRICS = {"final_return": "final return", "auc": "AUC"}
 _EVENT_STYLES = ("--", "-.", (0, (5, 2, 1, 2, 1, 2)), (0, (8, 3)), (0, (3, 1)))
