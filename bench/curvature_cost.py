@@ -2,7 +2,7 @@
 
     python bench/curvature_cost.py                          # DrQ-v2 sizes, probe batch 256, CPU (~1 min)
     python bench/curvature_cost.py --probes 30 --lanczos-iters 40
-    python bench/curvature_cost.py --device cuda --train-updates 200
+    python bench/curvature_cost.py --train-updates 40     # off the initial point first (~5 min more on a CPU)
 
 Builds the real DrQ-v2 agent (``agents.drqv2.DrQV2Agent`` at its default sizes: 9×84×84 pixels, cheetah_run's
 6-d actions, feature 50, hidden 1024), freezes a random batch of 256 through ``agent.critic_probe`` (as the
@@ -14,12 +14,15 @@ monitor does) and times, on the frozen critic loss w.r.t. all critic parameters:
 * the trace estimators at ``--probes`` Rademacher probes each: plain Hutchinson, Hutch++ with the same number
   of products in all, and Hutchinson on the residual after deflating the Lanczos basis (the monitor's
   ``hessian_trace``; its exact part ``Tr T`` costs nothing beyond the Lanczos run); for each the estimate, its
-  standard error, SE/|trace|, and the probes it would need for SE <= 10% of |trace| (SE scales as 1/√n);
+  standard error, the per-probe standard deviation SE·√n, SE/|trace| and the probes it would need for SE <= 10%
+  of |trace| (SE scales as 1/√n); |trace| is the inverse-variance weighted mean of the three independent
+  estimates, steadier than each estimator's own (for Hutch++ the count is of its residual probes, sketch fixed);
 * sharpness (two forwards and a backward).
 
 The defaults of ``--lanczos-iters``, ``--probes``, ``--k`` and ``--eps`` are read from
 ``configs/monitor/default.yaml``. The agent is at initialisation unless ``--train-updates`` > 0 (updates on
-random batches, to move the critic off its initial point). Figures are printed, never asserted.
+random batches of ``--train-batch-size``, to move the critic off its initial point, where the trace nearly
+cancels). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=float(DEFAULTS.hessian_directions_eps))
     parser.add_argument("--hvp-repeats", type=int, default=5, help="Hessian-vector products timed (median)")
     parser.add_argument("--train-updates", type=int, default=0, help="agent updates on random batches first")
+    parser.add_argument("--train-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     tune_malloc()
@@ -94,7 +98,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     agent = DrQV2Agent((9, 84, 84), (6,), device=device, augmentation=RandomShift(4), num_expl_steps=0)
     for i in range(args.train_updates):
-        agent.update(random_batch(args.batch_size, device, seed=1000 + i), step=i)
+        agent.update(random_batch(args.train_batch_size, device, seed=1000 + i), step=i)
     with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
         torch.manual_seed(args.seed)
         probe = agent.critic_probe(random_batch(args.batch_size, device, seed=12345), step=args.train_updates)
@@ -130,8 +134,12 @@ def main() -> None:
           f"hessian_min {lanczos.lambda_min:.4g} (residual {float(lanczos.residuals[0]) / scale:.1e})")  # fmt: skip
     print(f"  hessian_directions {directions} of top {args.k} above {args.eps:g}·λ_max; top Ritz values "
           f"{', '.join(f'{v:.3g}' for v in top.tolist())}")  # fmt: skip
-    print(f"{'trace estimator':<34} {'HVPs':>5} {'time s':>7} {'estimate':>10} {'SE':>9} {'SE/|tr|':>8} "
-          f"{'probes for 10%':>15}")  # fmt: skip
+    estimates = torch.tensor([plain, hpp, defl], dtype=torch.float64)
+    weights = 1 / torch.tensor([se_plain, se_hpp, se_defl], dtype=torch.float64).clamp_min(1e-300).square()
+    reference = abs(float((weights * estimates).sum() / weights.sum()))
+    print(f"trace (inverse-variance weighted mean of the three) {reference:.4g}")
+    print(f"{'trace estimator':<34} {'HVPs':>5} {'time s':>7} {'estimate':>10} {'SE':>9} {'std/probe':>10} "
+          f"{'SE/|tr|':>8} {'probes for 10%':>15}")  # fmt: skip
     rows = (
         ("Hutchinson", args.probes, 0, t_plain, plain, se_plain, args.probes),
         ("Hutch++ (same HVPs in all)", args.probes, 0, t_hpp, hpp, se_hpp, args.probes - 2 * (args.probes // 3)),
@@ -139,10 +147,10 @@ def main() -> None:
          args.probes),
     )  # fmt: skip
     for name, hvps, extra, seconds, estimate, se, residual_probes in rows:
-        ratio = se / abs(estimate) if estimate else float("inf")
+        ratio = se / reference if reference else float("inf")
         needed = residual_probes * (ratio / 0.1) ** 2
-        print(f"{name:<34} {hvps + extra:>5} {seconds:>7.2f} {estimate:>10.4g} {se:>9.3g} {ratio:>8.1%} "
-              f"{needed:>15.0f}")  # fmt: skip
+        print(f"{name:<34} {hvps + extra:>5} {seconds:>7.2f} {estimate:>10.4g} {se:>9.3g} "
+              f"{se * residual_probes**0.5:>10.3g} {ratio:>8.1%} {needed:>15.0f}")  # fmt: skip
     print(f"sharpness {t_sharp * 1e3:.0f} ms")
 
 

@@ -242,7 +242,10 @@ def hessian_lanczos(
             break
         betas.append(beta)
         q = w / beta
-    return LanczosResult(ritz_values=theta, residuals=residuals, basis=basis[: len(alphas)], steps=len(alphas))
+    steps = len(alphas)
+    # an early stop keeps only the vectors it made, not the storage reserved for all ``iters``
+    basis = basis if steps == iters else basis[:steps].clone()
+    return LanczosResult(ritz_values=theta, residuals=residuals, basis=basis, steps=steps)
 
 
 def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:

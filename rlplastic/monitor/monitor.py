@@ -144,7 +144,8 @@ class MonitorConfig:
         hessian_tol: stop Lanczos early once the residuals of λ_min and of the top Ritz values (the
             top ``hessian_directions_k`` when ``hessian_directions`` is on) are <= tol · max|θ|.
         hessian_directions_k: k, how many of the largest Ritz values ``hessian_directions`` looks at
-            (<= ``hessian_iters``).
+            (<= ``hessian_iters``; Lanczos spends its steps on both ends, so keep k <= about a third
+            of them for the top-k to converge).
         hessian_directions_eps: ε, the count's threshold relative to λ_max.
         hutchinson_probes: Rademacher probes of the deflated residual for ``hessian_trace`` and
             ``hessian_trace_se`` (>= 2).
@@ -167,7 +168,7 @@ class MonitorConfig:
     center_features: bool = False
     hessian_iters: int = 30
     hessian_tol: float = 1e-3
-    hessian_directions_k: int = 20
+    hessian_directions_k: int = 10
     hessian_directions_eps: float = 0.01
     hutchinson_probes: int = 10
     sharpness_rho: float = 0.05
@@ -221,8 +222,7 @@ class MonitorConfig:
 # minimum of each int field, and (low, high, closed?) of each float field of MonitorConfig
 _INT_MINIMA = {"encoder_fau_every_updates": 1, "probe_every_updates": 0, "probe_batch_size": 1,
                "curvature_every_probes": 1, "hessian_iters": 1, "hessian_directions_k": 1, "hutchinson_probes": 2,
-               "nc_bins": 2,
-               "seed": 0}  # fmt: skip
+               "nc_bins": 2, "seed": 0}  # fmt: skip
 _FLOAT_RANGES = {"dormant_tau": (0.0, 1.0, True), "srank_delta": (0.0, 1.0, False),
                  "hessian_tol": (0.0, float("inf"), True), "hessian_directions_eps": (0.0, 1.0, True),
                  "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
