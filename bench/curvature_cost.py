@@ -11,12 +11,13 @@ monitor does) and times, on the frozen critic loss w.r.t. all critic parameters:
 * one Hessian-vector product (the unit of cost) and the double-backward graph it needs;
 * Lanczos (``hessian_lanczos``, ``--lanczos-iters`` steps): ``hessian_max``, ``hessian_min`` and
   ``hessian_directions`` (top ``--k``, ε = ``--eps``) come from this one run, with the residual of each end;
-* the trace estimators at ``--probes`` Rademacher probes each: plain Hutchinson, Hutch++ with the same number
-  of products in all, and Hutchinson on the residual after deflating the Lanczos basis (the monitor's
-  ``hessian_trace``; its exact part ``Tr T`` costs nothing beyond the Lanczos run); for each the estimate, its
-  standard error, the per-probe standard deviation SE·√n, SE/|trace| and the probes it would need for SE <= 10%
-  of |trace| (SE scales as 1/√n); |trace| is the inverse-variance weighted mean of the three independent
-  estimates, steadier than each estimator's own (for Hutch++ the count is of its residual probes, sketch fixed);
+* the trace estimators at ``--probes`` Rademacher probes each, each run ``--repeats`` times with fresh probes:
+  plain Hutchinson, Hutch++ with the same number of products in all, and Hutchinson on the residual after
+  deflating the Lanczos basis (the monitor's ``hessian_trace``; its exact part ``Tr T`` costs nothing beyond the
+  Lanczos run). For each: the mean estimate, the RMS of its reported standard error beside the spread of the
+  runs, the per-probe standard deviation SE·√n, SE/|trace| and the probes it would need for SE <= 10% of |trace|
+  (SE scales as 1/√n; for Hutch++ the count is of its residual probes, sketch fixed); |trace| is the
+  inverse-variance weighted mean of all the estimates, steadier than any one;
 * sharpness (two forwards and a backward).
 
 The defaults of ``--lanczos-iters``, ``--probes``, ``--k`` and ``--eps`` are read from
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=int(DEFAULTS.hessian_directions_k))
     parser.add_argument("--eps", type=float, default=float(DEFAULTS.hessian_directions_eps))
     parser.add_argument("--hvp-repeats", type=int, default=5, help="Hessian-vector products timed (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each trace estimator, fresh probes each")
     parser.add_argument("--train-updates", type=int, default=0, help="agent updates on random batches first")
     parser.add_argument("--train-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,11 +116,18 @@ def main() -> None:
 
         lanczos, t_lanczos = timed(lambda: hessian_lanczos(hessian, args.lanczos_iters, 0.0, 1, generator(1)), device)
         directions = curvature_directions(lanczos.ritz_values, args.k, args.eps)
-        (plain, se_plain), t_plain = timed(lambda: deflated_trace(hessian, args.probes, generator=generator(2)), device)
-        (hpp, se_hpp), t_hpp = timed(lambda: hutchpp_trace(hessian, args.probes, generator(3)), device)
-        (defl, se_defl), t_defl = timed(
-            lambda: deflated_trace(hessian, args.probes, lanczos.basis, lanczos.basis_trace, generator(4)), device
-        )
+        estimators: dict[str, tuple[Callable[[torch.Generator], tuple[float, float]], int, int]] = {
+            "Hutchinson": (lambda g: deflated_trace(hessian, args.probes, generator=g), 0, args.probes),
+            "Hutch++ (same HVPs in all)": (lambda g: hutchpp_trace(hessian, args.probes, g), 0,
+                                           args.probes - 2 * (args.probes // 3)),
+            f"Lanczos-deflated (+{lanczos.steps} Lanczos)": (
+                lambda g: deflated_trace(hessian, args.probes, lanczos.basis, lanczos.basis_trace, g),
+                lanczos.steps, args.probes),
+        }  # fmt: skip
+        runs = {
+            name: [timed(lambda fn=fn, s=100 * (i + 2) + r: fn(generator(s)), device) for r in range(args.repeats)]
+            for i, (name, (fn, _, _)) in enumerate(estimators.items())
+        }
         _, t_sharp = timed(lambda: sharpness(probe.loss_fn, probe.params, float(DEFAULTS.sharpness_rho)), device)
 
     cpu = device if not device.startswith("cuda") else torch.cuda.get_device_name()
@@ -134,23 +143,24 @@ def main() -> None:
           f"hessian_min {lanczos.lambda_min:.4g} (residual {float(lanczos.residuals[0]) / scale:.1e})")  # fmt: skip
     print(f"  hessian_directions {directions} of top {args.k} above {args.eps:g}·λ_max; top Ritz values "
           f"{', '.join(f'{v:.3g}' for v in top.tolist())}")  # fmt: skip
-    estimates = torch.tensor([plain, hpp, defl], dtype=torch.float64)
-    weights = 1 / torch.tensor([se_plain, se_hpp, se_defl], dtype=torch.float64).clamp_min(1e-300).square()
-    reference = abs(float((weights * estimates).sum() / weights.sum()))
-    print(f"trace (inverse-variance weighted mean of the three) {reference:.4g}")
-    print(f"{'trace estimator':<34} {'HVPs':>5} {'time s':>7} {'estimate':>10} {'SE':>9} {'std/probe':>10} "
-          f"{'SE/|tr|':>8} {'probes for 10%':>15}")  # fmt: skip
-    rows = (
-        ("Hutchinson", args.probes, 0, t_plain, plain, se_plain, args.probes),
-        ("Hutch++ (same HVPs in all)", args.probes, 0, t_hpp, hpp, se_hpp, args.probes - 2 * (args.probes // 3)),
-        (f"Lanczos-deflated (+{lanczos.steps} Lanczos)", args.probes, lanczos.steps, t_defl, defl, se_defl,
-         args.probes),
-    )  # fmt: skip
-    for name, hvps, extra, seconds, estimate, se, residual_probes in rows:
+    values = torch.tensor([v for r in runs.values() for (v, _), _ in r], dtype=torch.float64)
+    ses = torch.tensor([se for r in runs.values() for (_, se), _ in r], dtype=torch.float64)
+    weights = 1 / ses.clamp_min(1e-300).square()
+    reference = abs(float((weights * values).sum() / weights.sum()))
+    print(f"trace {reference:.4g} (inverse-variance weighted mean of all {len(values)} estimates); each estimator "
+          f"run {args.repeats} times with fresh probes (the Lanczos basis kept): mean, RMS of its SE, spread of "
+          "runs")  # fmt: skip
+    print(f"{'trace estimator':<34} {'HVPs':>5} {'time s':>7} {'estimate':>10} {'SE':>9} {'spread':>9} "
+          f"{'std/probe':>10} {'SE/|tr|':>8} {'probes for 10%':>15}")  # fmt: skip
+    for name, (_, extra, residual_probes) in estimators.items():
+        est = torch.tensor([v for (v, _), _ in runs[name]], dtype=torch.float64)
+        se = float(torch.tensor([e for (_, e), _ in runs[name]], dtype=torch.float64).square().mean().sqrt())
+        spread = float(est.std()) if len(est) > 1 else float("nan")
+        seconds = statistics.mean(t for _, t in runs[name])
         ratio = se / reference if reference else float("inf")
         needed = residual_probes * (ratio / 0.1) ** 2
-        print(f"{name:<34} {hvps + extra:>5} {seconds:>7.2f} {estimate:>10.4g} {se:>9.3g} "
-              f"{se * residual_probes**0.5:>10.3g} {ratio:>8.1%} {needed:>15.0f}")  # fmt: skip
+        print(f"{name:<34} {args.probes + extra:>5} {seconds:>7.2f} {float(est.mean()):>10.4g} {se:>9.3g} "
+              f"{spread:>9.3g} {se * residual_probes**0.5:>10.3g} {ratio:>8.1%} {needed:>15.0f}")  # fmt: skip
     print(f"sharpness {t_sharp * 1e3:.0f} ms")
 
 

@@ -181,7 +181,7 @@ class LanczosResult:
 
 def hessian_lanczos(
     hessian: HessianOperator,
-    iters: int = 20,
+    iters: int = 30,
     tol: float = 1e-3,
     top_k: int = 1,
     generator: torch.Generator | None = None,
