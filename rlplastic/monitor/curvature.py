@@ -175,7 +175,8 @@ class LanczosResult:
 
     @property
     def basis_trace(self) -> float:
-        """``Tr(QᵀHQ) = Tr T = Σ θ_i``, the part of ``Tr H`` inside the Krylov space (exact, no probes)."""
+        """``Tr(Q H Qᵀ) = Tr T = Σ θ_i`` (Q: the rows of :attr:`basis`), the part of ``Tr H`` inside the
+        Krylov space, exact and without further products."""
         return float(self.ritz_values.sum())
 
 
@@ -189,12 +190,13 @@ def hessian_lanczos(
     """Extreme eigenvalues of the Hessian by Lanczos with full reorthogonalisation.
 
     From a random unit ``q₁``, step j computes ``w = H q_j − α_j q_j − β_j q_{j−1}`` with
-    ``α_j = q_jᵀ H q_j``, removes its components along all earlier ``q`` (twice: "twice is
-    enough"), and sets ``β_{j+1} = ‖w‖``, ``q_{j+1} = w/β_{j+1}``. The eigenvalues θ of the
-    tridiagonal ``T_m = tridiag(β, α, β) = QᵀHQ`` (Ritz values) converge to **both** ends of the
-    spectrum at once, the extremes first: unlike power iteration, which returns the eigenvalue of
-    largest ``|λ|`` (the negative end of an indefinite Hessian if that one is larger), Lanczos gives
-    ``λ_max`` and ``λ_min`` separately, and the top-k after a few more steps. Reorthogonalisation
+    ``α_j = q_jᵀ H q_j``, removes its components along all earlier ``q`` (once more if that
+    cancelled much of w: "twice is enough"), and sets ``β_{j+1} = ‖w‖``, ``q_{j+1} = w/β_{j+1}``.
+    The eigenvalues θ of the tridiagonal ``T_m = tridiag(β, α, β) = QᵀHQ`` (Ritz values) converge
+    to **both** ends of the spectrum at once, the extremes first: unlike power iteration, which
+    returns the eigenvalue of largest ``|λ|`` (the negative end of an indefinite Hessian if that one
+    is larger), Lanczos gives ``λ_max`` and ``λ_min`` separately, and the top-k after a few more
+    steps. Reorthogonalisation
     keeps Q orthonormal in floating point, which prevents spurious copies of converged Ritz values
     ("ghosts") at the cost of storing all m vectors (``m · size`` elements).
 
@@ -229,10 +231,15 @@ def hessian_lanczos(
         w = w - alpha * q
         if j > 0:
             w = w - betas[-1] * basis[j - 1]
-        for _ in range(2):
-            done = basis[: j + 1]
-            w = w - done.T @ (done @ w)
+        # classical Gram-Schmidt against all earlier vectors; a second pass only when the first one
+        # cancelled much of w (Kahan-Parlett's "twice is enough" test), as then rounding is left behind
+        done = basis[: j + 1]
+        before = float(w.norm())
+        w = w - done.T @ (done @ w)
         beta = float(w.norm())
+        if beta < 0.7 * before:
+            w = w - done.T @ (done @ w)
+            beta = float(w.norm())
         alphas.append(alpha)
         theta, vectors = _tridiagonal_eigh(alphas, betas)
         residuals = beta * vectors[-1].abs()
@@ -255,13 +262,15 @@ def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[Tensor, 
     return torch.linalg.eigh(torch.diag(diag) + torch.diag(off, 1) + torch.diag(off, -1))
 
 
-def curvature_directions(eigenvalues: Tensor, k: int = 20, eps: float = 0.01) -> int:
+def curvature_directions(eigenvalues: Tensor, k: int = 10, eps: float = 0.01) -> int:
     """Directions of curvature: ``#{i ≤ k : λ_(i) > ε · λ_max}`` among the k largest eigenvalues.
 
     Lewandowski et al. (2023) tie the loss of plasticity to the loss of curvature directions: a
     network that can still learn has many directions of substantial positive curvature, one that
     has lost plasticity has few. ε makes the count scale-free (relative to ``λ_max``); k caps it at
-    what a k-step Lanczos run resolves. A Hessian without positive curvature (``λ_max <= 0``) has 0.
+    what Lanczos resolves (the top-k of an m-step run converge for k up to about m/3). From Ritz
+    values, which interlace the eigenvalues from inside, the count tends to err low until they converge.
+    A Hessian without positive curvature (``λ_max <= 0``) has 0.
 
     :param eigenvalues: 1-D eigenvalues (e.g. :attr:`LanczosResult.ritz_values`), any order.
     :param k: How many of the largest eigenvalues to look at (>= 1).
