@@ -28,7 +28,7 @@ LAYERS = {
     "critic": ["Q1.1", "Q1.3", "Q2.1", "Q2.3"],
 }
 # small probes: a few HVPs, K = 4 bins on 8 samples
-TINY_PROBE = dict(probe_batch_size=8, nc_bins=4, hessian_iters=3, hutchinson_probes=2)
+TINY_PROBE = dict(probe_batch_size=8, nc_bins=4, hessian_iters=3, hessian_directions_k=3, hutchinson_probes=2)
 
 
 def make_agent(obs_type: str = "pixels", seed: int = 0) -> DrQV2Agent:
@@ -330,7 +330,8 @@ def test_probes_are_reproducible_and_cover_every_metric():
     expected |= {f"{m}/{layer}/dormant" for m, layers in LAYERS.items() for layer in layers}
     expected |= {f"{f}/{metric}" for f in ("encoder", "critic", "critic/trunk", "actor/trunk")
                  for metric in ("srank", "erank", "feature_norm")}  # fmt: skip
-    expected |= {f"critic/{metric}" for metric in ("grad_norm", "hessian_top", "hessian_trace", "sharpness",
+    expected |= {f"critic/{metric}" for metric in ("grad_norm", "hessian_max", "hessian_min", "hessian_directions",
+                                                   "hessian_trace", "hessian_trace_se", "sharpness",
                                                    "last_layer_lambda_max", "last_layer_srank", "nc1", "nc2_equinorm",
                                                    "nc2_equiangular", "nc3", "nc4", "nrc1")}  # fmt: skip
     assert set(values[0]) == expected
@@ -399,7 +400,8 @@ def expected_tags() -> set[str]:
         tags |= {f"plasticity/{module}/weight_norm", f"plasticity/{module}/drift"}
     for features in ("encoder", "critic", "critic/trunk", "actor/trunk"):
         tags |= {f"plasticity/{features}/{m}" for m in ("srank", "erank", "feature_norm")}
-    critic = ("grad_norm", "hessian_top", "hessian_trace", "last_layer_lambda_max", "last_layer_srank", "sharpness",
+    critic = ("grad_norm", "hessian_max", "hessian_min", "hessian_directions", "hessian_trace", "hessian_trace_se",
+              "last_layer_lambda_max", "last_layer_srank", "sharpness",
               "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")  # fmt: skip
     return tags | {f"plasticity/critic/{m}" for m in critic}
 

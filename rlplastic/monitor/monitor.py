@@ -29,9 +29,12 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
   code).
 * ``weight_norm`` (RMS over all parameter elements) and ``drift`` (L2 distance from the parameters
   at attach time) per module; ``grad_norm`` of the frozen critic loss w.r.t. the critic.
-* Curvature of the frozen critic loss w.r.t. all critic parameters: ``hessian_top`` (power
-  iteration on Hessian-vector products), ``hessian_trace`` (Hutchinson, Rademacher probes),
-  ``sharpness`` S_ρ; and the exact last-layer Hessian of Q1 from the Gram identity,
+* Curvature of the frozen critic loss w.r.t. all critic parameters, from one Lanczos run on
+  Hessian-vector products (the Hessian is indefinite, so its two ends are separate tags):
+  ``hessian_max`` and ``hessian_min`` (the extreme Ritz values), ``hessian_directions`` (how many
+  of the top-k Ritz values exceed ε·λ_max, Lewandowski et al. 2023), ``hessian_trace`` and its
+  standard error ``hessian_trace_se`` (exact on the Lanczos basis plus Hutchinson on the deflated
+  rest), ``sharpness`` S_ρ; and the exact last-layer Hessian of Q1 from the Gram identity,
   ``last_layer_lambda_max`` and ``last_layer_srank``.
 * Neural collapse of the critic penultimate features with K equal-count quantile bins of the TD
   target as classes: ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4``, ``nrc1``; the
@@ -56,7 +59,14 @@ from torch import Tensor, nn
 
 from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers
 from rlplastic.monitor.collapse import neural_collapse
-from rlplastic.monitor.curvature import hessian_top_eigenvalue, hutchinson_trace, last_layer_curvature, sharpness
+from rlplastic.monitor.curvature import (
+    HessianOperator,
+    curvature_directions,
+    deflated_trace,
+    hessian_lanczos,
+    last_layer_curvature,
+    sharpness,
+)
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
 from rlplastic.monitor.rank import (
     effective_rank,
@@ -75,8 +85,10 @@ MODULES: tuple[str, ...] = ("encoder", "actor", "critic")
 
 RANK_METRICS = ("srank", "erank")
 NORM_METRICS = ("weight_norm", "drift", "grad_norm", "feature_norm")
+#: Curvature metrics from one Lanczos run on the critic-loss Hessian (and the trace it deflates).
+LANCZOS_METRICS = ("hessian_max", "hessian_min", "hessian_directions", "hessian_trace", "hessian_trace_se")
 #: Curvature metrics that need Hessian-vector products (the expensive ones).
-HVP_METRICS = ("hessian_top", "hessian_trace", "sharpness")
+HVP_METRICS = (*LANCZOS_METRICS, "sharpness")
 CURVATURE_METRICS = (*HVP_METRICS, "last_layer_lambda_max", "last_layer_srank")
 COLLAPSE_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")
 #: Metrics computed at probe time (everything but FAU).
@@ -120,15 +132,26 @@ class MonitorConfig:
         probe_every_updates: run a probe every this many gradient updates; 0 never probes.
         probe_at_start: also probe after the very first update (an initial reference point).
         probe_batch_size: transitions per probe batch (>= ``nc_bins`` when collapse is measured).
-        curvature_every_probes: compute the Hessian-vector-product metrics (``hessian_top``,
-            ``hessian_trace``, ``sharpness``) on every this-many-th probe only; they dominate the
-            probe's cost.
+        curvature_every_probes: compute the Hessian-vector-product metrics (``hessian_max``,
+            ``hessian_min``, ``hessian_directions``, ``hessian_trace(_se)``, ``sharpness``) on every
+            this-many-th probe only; they dominate the probe's cost.
         dormant_tau: τ of the τ-dormant ratio (ReDo agents use 0.1; 0.025 is the logging default).
         srank_delta: δ of srank (feature and last-layer Hessian ranks).
         center_features: subtract per-unit means before srank / erank (the reference does not).
-        hessian_iters: maximum power iterations for ``hessian_top``.
-        hessian_tol: relative change of the eigenvalue estimate at which power iteration stops.
-        hutchinson_probes: Rademacher probe vectors for ``hessian_trace`` (>= 2).
+        hessian_iters: maximum Lanczos steps (one Hessian-vector product each, and one stored
+            vector of all critic parameters) for ``hessian_max``/``hessian_min``/``hessian_directions``;
+            the Lanczos basis also deflates ``hessian_trace``.
+        hessian_tol: stop Lanczos early once the residuals of λ_min and of the top Ritz values (the
+            top ``hessian_directions_k`` when ``hessian_directions`` is on) are <= tol · max|θ|.
+        hessian_directions_k: k, how many of the largest Ritz values ``hessian_directions`` looks at
+            (<= ``hessian_iters``; Lanczos spends its steps on both ends, so keep k <= about a third
+            of them for the top-k to converge).
+        hessian_directions_eps: ε, the count's threshold relative to λ_max.
+        hutchinson_probes: Rademacher probes of the deflated residual for ``hessian_trace`` and
+            ``hessian_trace_se`` (>= 2). On the DrQ-v2 critic after 40 updates, 10 probes on 30
+            Lanczos vectors give SE ≈ 2% of |trace| (plain Hutchinson: 20%); at initialisation positive
+            and negative curvature nearly cancel in the trace (SE ≈ 65% at 10 probes, ~400 for
+            10%), which ``hessian_trace_se`` shows (``bench/curvature_cost.py``).
         sharpness_rho: radius ρ of the sharpness ascent step.
         nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
         seed: seed of the monitor's own generator (probe batches and probe torch seeds).
@@ -146,8 +169,10 @@ class MonitorConfig:
     dormant_tau: float = 0.025
     srank_delta: float = 0.01
     center_features: bool = False
-    hessian_iters: int = 20
+    hessian_iters: int = 30
     hessian_tol: float = 1e-3
+    hessian_directions_k: int = 10
+    hessian_directions_eps: float = 0.01
     hutchinson_probes: int = 10
     sharpness_rho: float = 0.05
     nc_bins: int = 10
@@ -180,6 +205,11 @@ class MonitorConfig:
             if not ok:
                 brackets = "[]" if closed else "()"
                 raise ValueError(f"monitor.{key}={value!r} must be a number in {brackets[0]}{low}, {high}{brackets[1]}")
+        if "hessian_directions" in self.metric_set and self.hessian_directions_k > self.hessian_iters:
+            raise ValueError(
+                f"monitor.hessian_directions_k={self.hessian_directions_k} is larger than "
+                f"monitor.hessian_iters={self.hessian_iters}: Lanczos gives at most hessian_iters Ritz values"
+            )
         if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
             raise ValueError(
                 f"monitor.probe_batch_size={self.probe_batch_size} is smaller than monitor.nc_bins={self.nc_bins}: "
@@ -194,10 +224,11 @@ class MonitorConfig:
 
 # minimum of each int field, and (low, high, closed?) of each float field of MonitorConfig
 _INT_MINIMA = {"encoder_fau_every_updates": 1, "probe_every_updates": 0, "probe_batch_size": 1,
-               "curvature_every_probes": 1, "hessian_iters": 1, "hutchinson_probes": 2, "nc_bins": 2,
-               "seed": 0}  # fmt: skip
+               "curvature_every_probes": 1, "hessian_iters": 1, "hessian_directions_k": 1, "hutchinson_probes": 2,
+               "nc_bins": 2, "seed": 0}  # fmt: skip
 _FLOAT_RANGES = {"dormant_tau": (0.0, 1.0, True), "srank_delta": (0.0, 1.0, False),
-                 "hessian_tol": (0.0, float("inf"), True), "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
+                 "hessian_tol": (0.0, float("inf"), True), "hessian_directions_eps": (0.0, 1.0, True),
+                 "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -528,14 +559,8 @@ class PlasticityMonitor:
         if self.probes % cfg.curvature_every_probes == 0:
             generator = torch.Generator(device=probe.params[0].device).manual_seed(seed)
             with torch.enable_grad():
-                if "hessian_top" in metrics:
-                    out["critic/hessian_top"] = hessian_top_eigenvalue(
-                        probe.loss_fn, probe.params, cfg.hessian_iters, cfg.hessian_tol, generator
-                    )[0]
-                if "hessian_trace" in metrics:
-                    out["critic/hessian_trace"] = hutchinson_trace(
-                        probe.loss_fn, probe.params, cfg.hutchinson_probes, generator
-                    )[0]
+                if metrics & set(LANCZOS_METRICS):
+                    out.update(self._hessian_metrics(probe, generator))
                 if "sharpness" in metrics:
                     out["critic/sharpness"] = sharpness(probe.loss_fn, probe.params, cfg.sharpness_rho)
         penultimate = probe.features.get("critic_penultimate")
@@ -549,6 +574,21 @@ class PlasticityMonitor:
             )
             out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
         return {k: float(v) for k, v in out.items()}
+
+    def _hessian_metrics(self, probe: Any, generator: torch.Generator) -> dict[str, float]:
+        """``hessian_max/min/directions`` from one Lanczos run; ``hessian_trace(_se)`` deflated by its basis."""
+        metrics, cfg, out = self._metrics, self.config, {}
+        hessian = HessianOperator(probe.loss_fn, probe.params)
+        top_k = cfg.hessian_directions_k if "hessian_directions" in metrics else 1
+        lanczos = hessian_lanczos(hessian, cfg.hessian_iters, cfg.hessian_tol, top_k, generator)
+        out["critic/hessian_max"], out["critic/hessian_min"] = lanczos.lambda_max, lanczos.lambda_min
+        out["critic/hessian_directions"] = curvature_directions(
+            lanczos.ritz_values, cfg.hessian_directions_k, cfg.hessian_directions_eps
+        )
+        if metrics & {"hessian_trace", "hessian_trace_se"}:
+            trace, se = deflated_trace(hessian, cfg.hutchinson_probes, lanczos.basis, lanczos.basis_trace, generator)
+            out["critic/hessian_trace"], out["critic/hessian_trace_se"] = trace, se
+        return {k: v for k, v in out.items() if k.partition("/")[2] in metrics}
 
     def _feature_tag(self, key: str) -> str | None:
         """``encoder`` → ``encoder``; ``critic_penultimate`` → ``critic``; ``critic_trunk`` → ``critic/trunk``."""

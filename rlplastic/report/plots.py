@@ -15,7 +15,7 @@ from rlplastic.report.stats import align_curves, mean_band
 
 DEFAULT_TAGS = (
     "plasticity/critic/fau", "plasticity/actor/fau", "plasticity/encoder/fau", "plasticity/critic/dormant",
-    "plasticity/critic/srank", "plasticity/critic/nc1", "plasticity/critic/hessian_top",
+    "plasticity/critic/srank", "plasticity/critic/nc1", "plasticity/critic/hessian_max",
 )  # fmt: skip
 TASK_SWITCH = "task_switch"
 #: Markers are drawn on every point up to this many per curve, then on every k-th point (thinned).
