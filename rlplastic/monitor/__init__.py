@@ -15,7 +15,7 @@ from rlplastic.monitor.activity import (
     fau,
     fau_over_layers,
 )
-from rlplastic.monitor.collapse import bin_values, neural_collapse, quantile_bins
+from rlplastic.monitor.collapse import bin_values, collapse_geometry, neural_collapse, quantile_bins
 from rlplastic.monitor.curvature import (
     hessian_top_eigenvalue,
     hutchinson_trace,
@@ -27,7 +27,15 @@ from rlplastic.monitor.curvature import (
     spectrum_top,
 )
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.monitor import METRIC_GROUPS, METRICS, MODULES, MonitorConfig, PlasticityMonitor, make_monitor
+from rlplastic.monitor.monitor import (
+    METRIC_GROUPS,
+    METRICS,
+    MODULES,
+    MonitorConfig,
+    PlasticityMonitor,
+    ProbeRecord,
+    make_monitor,
+)
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -46,7 +54,9 @@ __all__ = [
     "ActivationCapture",
     "MonitorConfig",
     "PlasticityMonitor",
+    "ProbeRecord",
     "bin_values",
+    "collapse_geometry",
     "dormant_mask",
     "dormant_ratio",
     "dormant_ratio_over_layers",
