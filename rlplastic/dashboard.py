@@ -104,15 +104,15 @@ def _place(tag: str) -> tuple[str, tuple, str]:
     parts = tag.split("/")
     if parts[0] == "plasticity" and len(parts) >= 3:
         module, rest, metric = parts[1], parts[2:], parts[-1]
-        rank = (_metric_rank(metric),)
+        rank = (_metric_rank(metric), len(rest))  # a module's own series before its parts' (trunk/...)
         if len(rest) >= 2 and metric in _LAYER_METRICS:
             return f"Plasticity · {module}{LAYERS_SUFFIX}", rank, "/".join(rest)
         return f"Plasticity · {module}", rank, "/".join(rest)
     if parts[0] in _FAMILIES and len(parts) >= 2:
         title = "/".join(parts[1:])
         first = _FIRST.get(parts[0], ())
-        return _FAMILIES[parts[0]], (first.index(title) if title in first else len(first),), title
-    return _OTHER, (0,), tag
+        return _FAMILIES[parts[0]], (first.index(title) if title in first else len(first), 0), title
+    return _OTHER, (0, 0), tag
 
 
 def _metric_rank(metric: str) -> int:
