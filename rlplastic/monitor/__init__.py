@@ -4,7 +4,8 @@ the metric building blocks.
 Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
 rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
 Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`,
-:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted.
+:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted; with ``figures`` on, a probe
+also draws pictures (:mod:`~rlplastic.monitor.figures`). Each probe is one :class:`ProbeRecord`.
 """
 
 from rlplastic.monitor.activity import (

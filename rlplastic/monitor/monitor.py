@@ -71,7 +71,7 @@ from rlplastic.monitor.curvature import (
     sharpness,
     spectrum_srank,
 )
-from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity
+from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
 from rlplastic.monitor.probe import PROBE_FEATURES
 from rlplastic.monitor.rank import (
@@ -147,7 +147,7 @@ class MonitorConfig:
         hutchinson_probes: Rademacher probe vectors for ``hessian_trace`` (>= 2).
         sharpness_rho: radius ρ of the sharpness ascent step.
         nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
-        figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.25 s per figure on a
+        figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.3 s per figure on a
             CPU), each from what the probe measures anyway: ``activity`` (per-layer active and dormant
             fractions; needs ``dormant``), ``critic_spectrum`` (needs ``srank`` or ``erank``),
             ``hessian_spectrum`` (needs a ``last_layer_*`` metric), ``collapse`` (needs a collapse
@@ -585,9 +585,7 @@ class PlasticityMonitor:
         scalars = {f"plasticity/{key}": value for key, value in values.items()}
         images: dict[str, np.ndarray] = {}
         if figures is not None:
-            from rlplastic.monitor.figures import draw_probe_figures  # imports matplotlib on first use
-
-            drawing = time.perf_counter()
+            drawing = time.perf_counter()  # (matplotlib is imported on the first drawing)
             images = draw_probe_figures(figures)
             scalars["time/figures_s"] = time.perf_counter() - drawing
         self.probes += 1
@@ -666,7 +664,7 @@ class PlasticityMonitor:
         penultimate = probe.features.get("critic_penultimate")
         if penultimate is None:
             return
-        if metrics & (set(CURVATURE_METRICS) - set(HVP_METRICS)):
+        if any(metric.startswith("last_layer_") for metric in metrics):
             # the spectrum last_layer_curvature summarises: λ = 2σ²/B of [φ, 1]
             eig = last_layer_spectrum(penultimate, with_bias=True)
             figures.hessian_eigenvalues = eig.cpu().numpy()
