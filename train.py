@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.drqv2 import DrQV2Agent
+from envs.continual import SEQUENCES, make_continual_env
 from envs.dmc import TASKS, make_env
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
@@ -34,7 +35,8 @@ from rlplastic.errors import RunError
 from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
 from rlplastic.provenance import append_start, start_record
-from rlplastic.replay import ReplayBuffer
+from rlplastic.replay import estimated_bytes
+from rlplastic.replay_device import make_replay, resolve_replay_device
 from rlplastic.rr import make_rr_controller
 from rlplastic.rundir import CONFIG_NAME, check_same_experiment, override_key, run_dir_for, variant_name
 from rlplastic.runlock import RunDirLock
@@ -105,12 +107,6 @@ def check_renderer(cfg: DictConfig) -> None:
             )
 
 
-def replay_bytes(cfg: DictConfig, frame_shape: tuple[int, ...], action_dim: int) -> int:
-    """Bytes the replay allocates: one frame, action, reward, discount and episode index per stored step."""
-    frame = int(np.prod(frame_shape)) * (1 if cfg.obs_type == "pixels" else 4)
-    return cfg.replay_buffer_size * (frame + 4 * action_dim + 4 + 4 + 8)
-
-
 def available_memory() -> int | None:
     """``MemAvailable`` from ``/proc/meminfo`` in bytes (``None`` where it cannot be read)."""
     try:
@@ -122,14 +118,18 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(cfg: DictConfig, frame_shape: tuple[int, ...], action_dim: int) -> None:
-    """Refuse a replay (and batch) that cannot fit in this machine's available memory, before allocating it."""
+def check_memory(cfg: DictConfig, frame_shape: tuple[int, ...], replay_nbytes: int) -> None:
+    """Refuse a host replay (and batches) that cannot fit in this machine's available memory, before allocating.
+
+    Args:
+        replay_nbytes: what the replay allocates in host memory (0 when it lives on the GPU).
+    """
     stack = int(np.prod(frame_shape)) * cfg.frame_stack * (1 if cfg.obs_type == "pixels" else 4)
-    per_step = replay_bytes(cfg, frame_shape, action_dim) // cfg.replay_buffer_size
     batches = 2 * cfg.batch_size * stack * 5  # obs and next_obs, as sampled and as float32
-    need = cfg.replay_buffer_size * per_step + batches
+    need = replay_nbytes + batches
     free = available_memory()
     if free is not None and need > MEMORY_SHARE * free:
+        per_step = max(replay_nbytes // cfg.replay_buffer_size, 1)
         fits = int(max(MEMORY_SHARE * free - batches, 0) // per_step)
         raise ValueError(
             f"replay_buffer_size={cfg.replay_buffer_size} with batch_size={cfg.batch_size} needs about "
@@ -144,8 +144,23 @@ def validate(cfg: DictConfig) -> None:
     normalize_counts(cfg)
     if cfg.get("task_name") is None:
         raise ValueError(f"that task file sets no task_name (a group file?): choose task= one of {list(TASKS)}")
-    if cfg.task_name not in TASKS:
-        raise ValueError(f"unknown task {cfg.task_name!r}: valid tasks are {list(TASKS)}")
+    if cfg.task_name not in TASKS and cfg.task_name not in SEQUENCES:
+        raise ValueError(
+            f"unknown task {cfg.task_name!r}: valid tasks are {list(TASKS)}, continual sequences {list(SEQUENCES)}"
+        )
+    continual = cfg.get("continual")
+    if (cfg.task_name in SEQUENCES) != (continual is not None):
+        raise ValueError(
+            f"task_name={cfg.task_name!r} with continual={continual}: a continual sequence needs a continual "
+            "block (use task=<sequence>), and a single task must have continual=null"
+        )
+    every = None if continual is None else continual.get("switch_every_frames")
+    if continual is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+        raise ValueError(f"continual.switch_every_frames={every} must be an int > 0")
+    if cfg.replay_device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"replay_device={cfg.replay_device!r} is not supported: allowed are auto, cpu, cuda")
+    if cfg.replay_prefetch not in ("auto", True, False):
+        raise ValueError(f"replay_prefetch={cfg.replay_prefetch!r} is not supported: allowed are auto, true, false")
     if cfg.obs_type not in ("pixels", "states"):
         raise ValueError(f"obs_type={cfg.obs_type!r} is not supported: allowed are ['pixels', 'states']")
     if cfg.aug.name not in AUGMENTATIONS:
@@ -272,14 +287,28 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         log_every_frames=cfg.log_every_frames, save_every_frames=cfg.save_every_frames,
         save_replay=cfg.save_replay, save_video=cfg.save_video, use_tb=cfg.use_tb, use_csv=cfg.use_csv,
         progress=cfg.progress, check_finite=cfg.check_finite,
+        eval_all_tasks=bool(cfg.get("continual") and cfg.continual.get("eval_all_tasks", False)),
+        prefetch=device.type == "cuda" if cfg.replay_prefetch == "auto" else cfg.replay_prefetch,
     )  # fmt: skip
     seed_everything(cfg.seed)
     env_kwargs = dict(obs_type=cfg.obs_type, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                       fast_render=cfg.fast_render)  # fmt: skip
-    train_env = make_env(cfg.task_name, seed=cfg.seed, **env_kwargs)
-    eval_env = make_env(cfg.task_name, seed=cfg.seed + EVAL_SEED_OFFSET, **env_kwargs)
+    if cfg.get("continual") is not None:
+        schedule = dict(switch_every_frames=cfg.continual.switch_every_frames, cycle=cfg.continual.get("cycle", False))
+        train_env = make_continual_env(cfg.task_name, seed=cfg.seed, **schedule, **env_kwargs)
+        # The eval env never follows its own frames: the trainer points it at a task before each evaluation.
+        eval_env = make_continual_env(
+            cfg.task_name, seed=cfg.seed + EVAL_SEED_OFFSET, auto_switch=False, **schedule, **env_kwargs
+        )
+    else:
+        train_env = make_env(cfg.task_name, seed=cfg.seed, **env_kwargs)
+        eval_env = make_env(cfg.task_name, seed=cfg.seed + EVAL_SEED_OFFSET, **env_kwargs)
 
-    check_memory(cfg, train_env.frame_shape, int(np.prod(train_env.action_space.shape)))
+    frame_dtype = np.uint8 if cfg.obs_type == "pixels" else np.float32
+    nbytes = estimated_bytes(cfg.replay_buffer_size, train_env.frame_shape, train_env.action_space.shape, frame_dtype)
+    placement = resolve_replay_device(cfg.replay_device, device, nbytes)
+    print(f"rlplastic: {placement.reason}")
+    check_memory(cfg, train_env.frame_shape, nbytes if placement.device.type == "cpu" else 0)
     aug_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.aug)
     augmentation = make_augmentation(aug_kwargs.pop("name"), **aug_kwargs)
     agent_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -288,10 +317,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
         obs_shape=train_env.observation_space.shape, action_shape=train_env.action_space.shape,
         device=device, obs_type=cfg.obs_type, augmentation=augmentation, **agent_kwargs,
     )  # fmt: skip
-    replay = ReplayBuffer(
+    replay = make_replay(
         frame_shape=train_env.frame_shape, action_shape=train_env.action_space.shape,
         capacity=cfg.replay_buffer_size, frame_stack=train_env.frame_stack, nstep=cfg.nstep,
-        discount=cfg.discount, frame_dtype=np.uint8 if cfg.obs_type == "pixels" else np.float32, seed=cfg.seed,
+        discount=cfg.discount, frame_dtype=frame_dtype, seed=cfg.seed, storage_device=placement.device,
     )  # fmt: skip
     intervention_cfg = OmegaConf.to_container(cfg.intervention, resolve=True) if cfg.get("intervention") else {}
     interventions = make_interventions(agent, intervention_cfg, seed=cfg.seed, monitor=monitor)

@@ -1,4 +1,4 @@
-"""DrQ-v2 (Yarats et al. 2021), as in facebookresearch/drqv2 at c0c650b — REFERENCE.md §1.
+"""DrQ-v2 (Yarats et al. 2021), as in facebookresearch/drqv2 at c0c650b — docs/reference.md §1.
 
 One file, top to bottom: encoder, actor, critic, then the agent with ``act`` and ``update``.
 Differences from the reference, all opt-in: ``obs_type="states"`` (no conv encoder),
@@ -113,7 +113,7 @@ def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> to
 
 
 class DrQV2Agent:
-    """The DrQ-v2 actor-critic, implementing the agent protocol of DESIGN.md.
+    """The DrQ-v2 actor-critic, implementing the agent protocol of docs/design.md.
 
     Args:
         obs_shape: (C, H, W) of a stacked pixel observation, or (D,) for states.
@@ -231,7 +231,7 @@ class DrQV2Agent:
             opt.load_state_dict(state["optimizers"][name])
 
     def enable_sam(self, rho: float) -> None:
-        """Train the critic with SAM (Foret et al.; REFERENCE.md §4): its Adam is wrapped, state kept.
+        """Train the critic with SAM (Foret et al.; docs/reference.md §4): its Adam is wrapped, state kept.
 
         Each critic step then uses the gradient at θ + ρ·g/‖g‖ (one extra critic forward and backward per
         update, on the same batch, features and TD targets). The encoder, trained through the critic

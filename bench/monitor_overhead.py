@@ -15,7 +15,9 @@ overhead ratios are upper bounds for a whole training loop (which also renders a
   that machine drift hits all alike.
 * Probe cost: probes of the default and full configs are timed directly and amortised over their
   cadence; a probe is one batch of ``probe_batch_size`` and, every ``curvature_every_probes`` probes,
-  the Hessian-vector-product metrics.
+  the Hessian-vector-product metrics. With ``figures`` on (both configs) it includes drawing the
+  probe's pictures, whose share is reported on its own (``time/figures_s`` of each probe record:
+  ms per probe and per figure).
 
 With ``u`` updates per 1k agent steps (``1000 · rr``; DrQ-v2's RR 0.5 gives 500)::
 
@@ -95,13 +97,18 @@ def time_updates(agent, monitor, replay, args, device, count: int) -> float:
     return time.perf_counter() - start
 
 
-def time_probes(agent, monitor: PlasticityMonitor, replay, count: int) -> list[float]:
-    times = []
+def time_probes(agent, monitor: PlasticityMonitor, replay, count: int) -> tuple[list[float], list[float], int]:
+    """Wall seconds of ``count`` probes, the figure-drawing seconds of each, and the figures per probe."""
+    monitor.pop_probe_records()  # the start probe's record, drawn before the timing
+    times, figure_times, figures = [], [], 0
     for _ in range(count):
         start = time.perf_counter()
         monitor.probe(agent, replay, 10_000)  # reads its values back as floats: synchronous
         times.append(time.perf_counter() - start)
-    return times
+        (record,) = monitor.pop_probe_records()
+        figure_times.append(record.scalars.get("time/figures_s", 0.0))
+        figures = len(record.images)
+    return times, figure_times, figures
 
 
 def main() -> None:
@@ -145,6 +152,7 @@ def main() -> None:
     t_off, t_on, t_sparse = (statistics.median(times) for times in blocks)
 
     probes: dict[str, tuple[dict[str, Any], float]] = {}
+    drawing: dict[str, tuple[float, int]] = {}  # mean figure seconds per probe, figures per probe
     for name in ("default", "full"):
         cfg = load_monitor_config(name, args.seed)
         monitor = make_monitor(**cfg)
@@ -152,7 +160,9 @@ def main() -> None:
         monitor.attach(agent)
         time_updates(agent, monitor, replay, args, device, 1)  # the first update may probe (probe_at_start)
         cycle = max(args.probes, cfg["curvature_every_probes"])  # cover a curvature cycle
-        probes[name] = (cfg, statistics.mean(time_probes(agent, monitor, replay, cycle)))
+        times, figure_times, figures = time_probes(agent, monitor, replay, cycle)
+        probes[name] = (cfg, statistics.mean(times))
+        drawing[name] = (statistics.mean(figure_times), figures)
 
     per_1k = 1000 * args.rr
     rows = [
@@ -175,6 +185,10 @@ def main() -> None:
     for name, seconds, t_probe, every in rows:
         probe = "" if t_probe is None else f"{t_probe:.2f}"
         print(f"{name:<12} {seconds:>20.1f} {seconds / base - 1:>9.1%} {probe:>8} {every or '':>16}")
+    for name, (seconds, figures) in drawing.items():
+        if figures:
+            print(f"figures ({name}): {seconds * 1e3:.0f} ms per probe, {seconds / figures * 1e3:.0f} ms per figure "
+                  f"({figures} figures), included in its probe s")  # fmt: skip
 
 
 if __name__ == "__main__":

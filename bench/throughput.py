@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 import train  # noqa: E402
 from rlplastic.system import tune_malloc  # noqa: E402
 
-REFERENCE_BYTES_PER_TRANSITION = 9 * 84 * 84  # drqv2 stores one whole uint8 stack per step (REFERENCE.md §1)
+REFERENCE_BYTES_PER_TRANSITION = 9 * 84 * 84  # drqv2 stores one whole uint8 stack per step (docs/reference.md §1)
 
 
 def main() -> None:

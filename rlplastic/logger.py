@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,9 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / TB_DIR))
+        # tags the dashboard charts, and tags logged since (update_layout re-charts when they differ)
+        self._charted: set[str] = set() if resume is None else set(resume.get("charted", ()))
+        self._seen: set[str] = set(self._charted)
         self._csv_file = None
         if use_csv:
             path = self.run_dir / CSV_NAME
@@ -128,6 +131,7 @@ class Logger:
     def scalars(self, values: Mapping[str, float | int | torch.Tensor], frame: int) -> dict[str, float]:
         """Log scalars at ``frame``; tensors are read here, in one sync. Returns the floats written."""
         floats = _to_floats(values)
+        self._seen.update(floats)
         for tag, value in floats.items():
             if self._tb is not None:
                 self._tb.add_scalar(tag, value, frame)
@@ -135,10 +139,33 @@ class Logger:
                 self._csv.writerow([frame, tag, repr(value)])
         return floats
 
+    def image(self, tag: str, image: np.ndarray, frame: int) -> None:
+        """Add an ``(H, W, 3)`` uint8 picture to TensorBoard's Images tab at ``frame`` (no-op without TensorBoard)."""
+        if self._tb is not None:
+            self._tb.add_image(tag, image, frame, dataformats="HWC")
+
+    def update_layout(self, frame: int, expected: Iterable[str] = ()) -> bool:
+        """Re-write the TensorBoard dashboard (:mod:`rlplastic.dashboard`) if tags appeared since it was written.
+
+        The layout covers every tag logged so far plus ``expected`` (tags known before they are
+        logged, e.g. the monitor's). It is stamped at ``frame`` so the newest layout is the one
+        TensorBoard shows. Returns whether it was written.
+        """
+        self._seen.update(expected)
+        if self._tb is None or self._seen <= self._charted:
+            return False
+        from rlplastic.dashboard import write_layout
+
+        # monitor tags first, in their own order (the dashboard keeps layers in forward order)
+        tags = [*expected, *sorted(self._seen - set(expected))]
+        write_layout(self._tb, tags, step=frame)
+        self._charted = set(self._seen)
+        return True
+
     def video(self, tag: str, frames: np.ndarray, frame: int, fps: int = 30) -> Path | None:
         """Save ``frames`` (T, H, W, 3 uint8) as ``videos/<tag>_<frame>.mp4``, and to TensorBoard when it can.
 
-        TensorBoard's ``add_video`` silently writes nothing with moviepy ≥ 2 (REFERENCE.md §5), so it
+        TensorBoard's ``add_video`` silently writes nothing with moviepy ≥ 2 (docs/reference.md §5), so it
         is used only when a moviepy < 2 is importable. Returns the mp4 path, or ``None`` if no
         encoder is available.
         """
@@ -164,7 +191,7 @@ class Logger:
         self.flush(durable=True)
         csv_bytes = self._csv_file.tell() if self._csv_file is not None else 0
         tb_files = {p.name: p.stat().st_size for p in sorted((self.run_dir / TB_DIR).glob(_EVENTS_GLOB))}
-        return {"frame": int(frame), "csv_bytes": csv_bytes, "tb_files": tb_files}
+        return {"frame": int(frame), "csv_bytes": csv_bytes, "tb_files": tb_files, "charted": sorted(self._charted)}
 
     def flush(self, durable: bool = False) -> None:
         """Push buffered rows and events to the OS, so they can be watched live.

@@ -1,6 +1,6 @@
 """Replay-ratio controllers: how many gradient updates each agent step is owed.
 
-The replay ratio (RR) is gradient updates per **agent step** (DESIGN.md): RR 0.5 is one update every
+The replay ratio (RR) is gradient updates per **agent step** (docs/design.md): RR 0.5 is one update every
 two agent steps, as DrQ-v2's ``update_every_steps: 2``. Controllers keep the owed updates as an exact
 fraction, so any positive ratio — 0.5, 2.5, 1/3 — is exact over any horizon, and a ratio that changes
 mid-run continues from the credit already accrued.

@@ -16,9 +16,9 @@ from typing import Any
 
 # Keys that change where or how a run is observed, not what it learns: they never name a variant.
 NON_SEMANTIC_KEYS = frozenset({
-    "seed", "task", "device", "run_root", "run_dir", "progress", "use_tb", "use_csv",
-    "save_every_frames", "save_replay", "save_video", "log_every_frames", "sweep_root", "sweep_name", "num_threads",
-    "check_finite",
+    "seed", "task", "device", "replay_device", "replay_prefetch", "run_root", "run_dir", "progress", "use_tb",
+    "use_csv", "save_every_frames", "save_replay", "save_video", "log_every_frames", "sweep_root", "sweep_name",
+    "num_threads", "check_finite",
 })  # fmt: skip
 
 DEFAULT_VARIANT = "default"

@@ -12,7 +12,7 @@ _M_MMAP_MAX = -4
 
 
 def tune_malloc(trim_threshold: int = 1 << 30) -> bool:
-    """Stop glibc from mmap/munmap-ing every large tensor buffer (REFERENCE.md §5).
+    """Stop glibc from mmap/munmap-ing every large tensor buffer (docs/reference.md §5).
 
     With default settings each DrQ-v2-sized CPU update maps and unmaps its large activation buffers
     and page-faults them back in: 1.75 s per batch-256 update, 0.77 s with mmap disabled and a large

@@ -1,4 +1,4 @@
-"""The training loop of DESIGN.md. It receives constructed pieces and imports no agent or env module.
+"""The training loop of docs/design.md. It receives constructed pieces and imports no agent or env module.
 
 One iteration, in DrQ-v2's order::
 
@@ -38,6 +38,7 @@ from rlplastic.checkpoint import (
 from rlplastic.errors import NonFiniteError
 from rlplastic.logger import Logger, RunningMeans
 from rlplastic.replay import ReplayBuffer
+from rlplastic.replay_prefetch import PrefetchingSampler
 
 
 class Env(Protocol):
@@ -52,7 +53,7 @@ class Env(Protocol):
 
 
 class Agent(Protocol):
-    """The agent protocol of DESIGN.md (the parts the loop calls)."""
+    """The agent protocol of docs/design.md (the parts the loop calls)."""
 
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray: ...
     def update(self, batch: Any, step: int) -> dict[str, Any]: ...
@@ -95,8 +96,9 @@ class Monitor(Protocol):
     def after_update(self, agent: Any, replay: ReplayBuffer, step: int) -> None: ...
     def end_episode(self) -> None: ...
     def log_values(self) -> dict[str, Any]: ...
+    def pop_probe_records(self) -> list[Any]: ...
+    def expected_tags(self) -> list[str]: ...
     def signals(self) -> dict[str, float]: ...
-    def write_layout(self, tb_writer: Any) -> None: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -120,6 +122,12 @@ class TrainerConfig:
         use_tb: write TensorBoard events.
         use_csv: write ``scalars.csv``.
         progress: show a progress bar.
+        eval_all_tasks: with a continual env (one with ``set_task``), every evaluation also plays each
+            task of the sequence and logs ``eval_task/<task>/episode_reward``; ``eval/*`` is always the
+            train env's current task.
+        prefetch: assemble the next replay batch on a worker thread while the agent acts or updates
+            (:class:`~rlplastic.replay_prefetch.PrefetchingSampler`; same batches as without). Pays
+            off when the device is a GPU; on a CPU the worker competes with the update for the cores.
         check_finite: stop the run with :class:`~rlplastic.errors.NonFiniteError` when a train metric
             (the losses among them), a parameter or optimizer state, or an action is NaN/Inf. Losses and
             parameters are checked at log time from the on-device window, actions (already on the host)
@@ -139,6 +147,8 @@ class TrainerConfig:
     use_tb: bool = True
     use_csv: bool = True
     progress: bool = True
+    eval_all_tasks: bool = False
+    prefetch: bool = False
     check_finite: bool = True
 
     def __post_init__(self) -> None:
@@ -215,7 +225,7 @@ class Trainer:
     """Runs (or resumes) one training run in ``run_dir``.
 
     Args:
-        agent: an agent following the protocol of DESIGN.md.
+        agent: an agent following the protocol of docs/design.md.
         train_env: environment for acting and learning.
         eval_env: a separate instance with its own seed, used only for evaluation.
         replay: the replay buffer.
@@ -265,6 +275,7 @@ class Trainer:
         self._log_snapshot = self.stopwatch.snapshot()
         self._updates_started: dict[str, Any] | None = None
         self.logger: Logger | None = None
+        self.sampler: PrefetchingSampler | None = None
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -302,8 +313,7 @@ class Trainer:
         )  # fmt: skip
         del checkpoint
         try:
-            if self.monitor is not None and self.logger.tb_writer is not None:
-                self.monitor.write_layout(self.logger.tb_writer)
+            self.logger.update_layout(self.frame, [] if self.monitor is None else self.monitor.expected_tags())
             status = self._run_loop()
         finally:
             self.logger.close()
@@ -326,10 +336,13 @@ class Trainer:
             total=self.config.num_train_frames, initial=self.frame, unit="frame", dynamic_ncols=True,
             disable=not self.config.progress, mininterval=1.0,
         )  # fmt: skip
+        self.sampler = PrefetchingSampler(self.replay, self.config.batch_size, self.device,
+                                          background=self.config.prefetch)  # fmt: skip
         try:
             with self._signals_saved():
                 return self._loop(total_steps, bar)
         finally:
+            self.sampler.close()
             bar.close()
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -346,19 +359,24 @@ class Trainer:
             if c.episode_done:
                 self._finish_episode()
                 self._start_episode()
-            if self.frame % cfg.eval_every_frames == 0 and c.last_eval_frame != self.frame:
+            last = c.step >= total_steps  # the last frame is always evaluated, whatever the period
+            if (self.frame % cfg.eval_every_frames == 0 or last) and c.last_eval_frame != self.frame:
                 with self.stopwatch.time("eval"):
                     self.evaluate()
                 bar.set_postfix(eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}", refresh=False)
-            if c.step >= total_steps:
+            if last:
+                self._log_probes()
                 if c.last_save_frame != self.frame or latest_checkpoint(self.run_dir) is None:
                     self.save()
                 return "complete"
 
+            due = self.rr.updates_due(c.step) if c.step >= seed_steps else 0
+            if due:  # nothing is added before these updates: the first batch may be assembled while acting
+                self.sampler.prefetch()
             with self.stopwatch.time("act"):
                 action = self._act(self._obs, eval_mode=False)
-            if c.step >= seed_steps:
-                self._run_updates(self.rr.updates_due(c.step))
+            if due:
+                self._run_updates(due)
             self._env_step(action)
             bar.update(cfg.action_repeat)
             if self.frame - c.last_log_frame >= cfg.log_every_frames:
@@ -367,9 +385,10 @@ class Trainer:
     def _run_updates(self, count: int) -> None:
         if self._updates_started is None:
             self._updates_started = self.stopwatch.snapshot()
+        batches = self.sampler.burst(count)  # batch i + 1 is assembled while update i runs
         for _ in range(count):
             with self.stopwatch.time("sample"):
-                batch = self.replay.sample(self.config.batch_size, self.device)
+                batch = next(batches)
             with self.stopwatch.time("update"):
                 self.metric_window.add(self.agent.update(batch, self.counters.step))
             if self.monitor is not None:
@@ -421,7 +440,10 @@ class Trainer:
     def _start_episode(self) -> None:
         c = self.counters
         # Seeding only the very first reset makes every later episode follow from that one seed.
-        self._obs, _ = self.train_env.reset(seed=self.seed if c.step == 0 else None)
+        self._obs, info = self.train_env.reset(seed=self.seed if c.step == 0 else None)
+        if info.get("task_switch"):  # a continual env moved on to its next task (envs/continual.py)
+            self.logger.scalars({"events/task_switch": float(info["task_index"])}, self.frame)
+            tqdm.write(f"rlplastic: task -> {info['task']} (index {info['task_index']}) at frame {self.frame}")
         self.replay.add_first(self.train_env.last_frame())
         c.episode_return, c.episode_step, c.episode_done = 0.0, 0, False
 
@@ -447,6 +469,16 @@ class Trainer:
             "train/buffer_size": len(self.replay),
         }, self.frame)  # fmt: skip
 
+    def _log_probes(self) -> None:
+        """Log every probe since the last call at the frame it was measured at, with its figures."""
+        if self.monitor is None:
+            return
+        for record in self.monitor.pop_probe_records():
+            frame = record.step * self.config.action_repeat
+            self.logger.scalars(record.scalars, frame)
+            for tag, image in record.images.items():
+                self.logger.image(tag, image, frame)
+
     def _log_events(self, fired: dict[str, dict[str, float]]) -> None:
         for name, report in fired.items():
             values = {f"events/{name}": 1.0, **{f"events/{name}/{key}": value for key, value in report.items()}}
@@ -465,6 +497,7 @@ class Trainer:
         })  # fmt: skip
         if self.monitor is not None:
             values.update(self.monitor.log_values())
+            self._log_probes()
         for phase in ("env", "sample", "update", "monitor", "intervention"):
             if window["counts"].get(phase):
                 values[f"time/{phase}_s"] = window["seconds"][phase] / window["counts"][phase]
@@ -474,6 +507,7 @@ class Trainer:
         bar.set_postfix(fps=f"{floats['time/fps']:.0f}", eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}",
                         refresh=False)  # fmt: skip
         c.last_log_frame = self.frame
+        self.logger.update_layout(self.frame)
         self.logger.flush()
         self._log_snapshot = self.stopwatch.snapshot()
 
@@ -485,15 +519,50 @@ class Trainer:
         return None if self._updates_started is None else self.stopwatch.since(self._updates_started)
 
     def evaluate(self) -> float:
-        """Run ``num_eval_episodes`` with the mean action on the eval env; log and return the mean return."""
+        """Run ``num_eval_episodes`` with the mean action on the eval env; log and return the mean return.
+
+        A continual eval env (one with ``set_task``) is first pointed at the train env's current task;
+        with ``eval_all_tasks`` each task of the sequence is then played too (``eval_task/<task>/*``).
+        """
         cfg = self.config
         if cfg.num_eval_episodes == 0:  # evaluation turned off
             return float("nan")
+        continual = hasattr(self.eval_env, "set_task")
+        if continual:
+            self.eval_env.set_task(self.train_env.task_index)
+        returns, lengths, video = self._eval_episodes(record=cfg.save_video)
+        mean_return = float(np.mean(returns))
+        self.counters.last_eval_return = mean_return
+        self.counters.last_eval_frame = self.frame
+        values = {
+            "eval/episode_reward": mean_return,
+            "eval/episode_reward_std": float(np.std(returns)),
+            "eval/episode_length": float(np.mean(lengths)),
+        }
+        if continual:
+            values["eval/task_index"] = float(self.train_env.task_index)
+            if cfg.eval_all_tasks:
+                current = self.train_env.task
+                for name in dict.fromkeys(self.eval_env.tasks):  # each task once (a sequence may repeat one)
+                    if name == current:
+                        task_returns = returns
+                    else:
+                        self.eval_env.set_task(name)
+                        task_returns, _, _ = self._eval_episodes(record=False)
+                    values[f"eval_task/{name}/episode_reward"] = float(np.mean(task_returns))
+        self.logger.scalars(values, self.frame)
+        if video:
+            self.logger.video("eval/video", np.stack(video), self.frame)
+        return mean_return
+
+    def _eval_episodes(self, record: bool) -> tuple[list[float], list[int], list[np.ndarray]]:
+        """``num_eval_episodes`` mean-action episodes on the eval env: returns, lengths in frames, video."""
+        cfg = self.config
         returns, lengths, video = [], [], []
         for episode in range(cfg.num_eval_episodes):
             obs, _ = self.eval_env.reset()
-            record = cfg.save_video and episode == 0
-            if record:
+            recording = record and episode == 0
+            if recording:
                 video.append(self.eval_env.render())
             total, steps, done = 0.0, 0, False
             while not done:
@@ -502,21 +571,11 @@ class Trainer:
                 total += reward
                 steps += 1
                 done = terminated or truncated
-                if record:
+                if recording:
                     video.append(self.eval_env.render())
             returns.append(total)
             lengths.append(steps * cfg.action_repeat)
-        mean_return = float(np.mean(returns))
-        self.counters.last_eval_return = mean_return
-        self.counters.last_eval_frame = self.frame
-        self.logger.scalars({
-            "eval/episode_reward": mean_return,
-            "eval/episode_reward_std": float(np.std(returns)),
-            "eval/episode_length": float(np.mean(lengths)),
-        }, self.frame)  # fmt: skip
-        if video:
-            self.logger.video("eval/video", np.stack(video), self.frame)
-        return mean_return
+        return returns, lengths, video
 
     # -- checkpointing ----------------------------------------------------------------------------
 

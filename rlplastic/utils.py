@@ -1,6 +1,6 @@
 """Small agent-building utilities shared by every agent: schedules, init, target updates, distributions.
 
-These follow facebookresearch/drqv2 ``utils.py`` (REFERENCE.md §1) so that agents built on them
+These follow facebookresearch/drqv2 ``utils.py`` (docs/reference.md §1) so that agents built on them
 reproduce the reference numerically.
 """
 

@@ -4,6 +4,7 @@ the state round trip, and every intervention end to end through train.py (events
 from __future__ import annotations
 
 import copy
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -324,14 +325,24 @@ def test_resumed_run_with_interventions_continues_identically(tmp_path):
         "monitor.curvature_every_probes=4", "monitor.probe_batch_size=64",
     ]  # fmt: skip
 
-    def run(name: str, frames: int) -> None:
-        cfg = compose_config([*overrides, f"run_dir={tmp_path / name}", f"num_train_frames={frames}"])
+    def run(name: str, stop_at: int | None = None) -> None:
+        cfg = compose_config([*overrides, f"run_dir={tmp_path / name}"])
         torch.manual_seed(0)
-        train.build_trainer(cfg, tmp_path / name).run()
+        trainer = train.build_trainer(cfg, tmp_path / name)
+        if stop_at is not None:  # a SIGTERM at that frame: checkpoint at the next step and stop
+            update = trainer.agent.update
 
-    run("straight", 4000)
-    run("resumed", 2600)  # stops after the injection, between ReDo firings and probes, mid-episode
-    run("resumed", 4000)
+            def update_then_stop(batch, step):
+                if trainer.frame >= stop_at:
+                    trainer._stop_signal = signal.SIGTERM
+                return update(batch, step)
+
+            trainer.agent.update = update_then_stop
+        trainer.run()
+
+    run("straight")
+    run("resumed", stop_at=2600)  # stops after the injection, between ReDo firings and probes, mid-episode
+    run("resumed")
     straight, resumed = (read_scalars_csv(tmp_path / name / "scalars.csv") for name in ("straight", "resumed"))
     assert straight.keys() == resumed.keys()
     for tag in straight:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlplastic.monitor import bin_values, neural_collapse, quantile_bins
+from rlplastic.monitor import bin_values, collapse_geometry, neural_collapse, quantile_bins
 
 
 def _direct(h: np.ndarray, y: np.ndarray, w: np.ndarray, b: float, k: int) -> dict[str, float]:
@@ -140,3 +140,32 @@ def test_bad_shapes_raise():
         neural_collapse(h, y, torch.randn(4))
     with pytest.raises(ValueError, match="head_bias"):
         neural_collapse(h, y, w, torch.randn(2))
+
+
+def test_collapse_geometry_projects_on_the_class_means_plane():
+    rng = np.random.default_rng(3)
+    n, d, k = 60, 7, 3
+    h, y, w = rng.standard_normal((n, d)), rng.standard_normal(n), rng.standard_normal(d)
+    direct = _direct(h, y, w, 0.0, k)
+    g = collapse_geometry(torch.from_numpy(h), torch.from_numpy(y), torch.from_numpy(w), num_bins=k)
+    labels = g["labels"].numpy()
+    assert np.array_equal(np.bincount(labels), [20, 20, 20])
+    # each projected class mean is the mean of its projected samples
+    for c in range(k):
+        np.testing.assert_allclose(g["sample_xy"][labels == c].mean(0).numpy(), g["mean_xy"][c].numpy(), atol=1e-12)
+    # K = 3 centred means span a plane: the projection keeps their geometry exactly
+    means = np.stack([h[labels == c].mean(0) for c in range(k)]) - h.mean(0)
+    xy = g["mean_xy"].numpy()
+    np.testing.assert_allclose(xy @ xy.T, means @ means.T, atol=1e-12)
+    np.testing.assert_allclose(g["explained"].sum().item(), 1.0, atol=1e-12)
+    cos = (means @ means.T) / np.outer(np.linalg.norm(means, axis=1), np.linalg.norm(means, axis=1))
+    np.testing.assert_allclose(g["cosines"].numpy(), cos, atol=1e-12)
+    # |head · u_1| / |w| is NC3
+    assert abs(g["head_xy"][0].item()) == pytest.approx(direct["nc3"], abs=1e-12)
+
+
+def test_collapse_geometry_pads_a_missing_second_direction():
+    h = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)  # d = 1
+    g = collapse_geometry(h, torch.arange(4.0), torch.ones(1), num_bins=2)
+    assert g["mean_xy"].shape == (2, 2) and torch.all(g["mean_xy"][:, 1] == 0)
+    assert g["explained"].tolist() == [1.0, 0.0]

@@ -1,8 +1,9 @@
 """PlasticityMonitor on a real (tiny) DrQ-v2 agent: FAU against an independent computation,
-training left untouched, checkpoints, config errors, and an end-to-end run that logs every tag."""
+training left untouched, probe records and figures, checkpoints, config errors, and end-to-end runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from agents.drqv2 import DrQV2Agent
 from rlplastic.augment import RandomShift
 from rlplastic.logger import read_scalars_csv
-from rlplastic.monitor import MonitorConfig, PlasticityMonitor, make_monitor
+from rlplastic.monitor import MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
+from rlplastic.monitor.figures import FIGURE_TAGS
 from rlplastic.replay import ReplayBuffer
 from tests.factories import checkpoint_round_trip
 
@@ -270,15 +272,25 @@ def test_hooks_do_not_change_module_outputs():
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], dict):
+def _assert_same_state(a, b) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
             _assert_same_state(a[key], b[key])
-        elif torch.is_tensor(a[key]):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same_state(x, y)
+    elif torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    else:
+        assert a == b
+
+
+def _without_times(records: list[ProbeRecord]) -> list[ProbeRecord]:
+    """Records without their wall times (``time/...``, which differ between runs)."""
+    return [ProbeRecord(r.step, {k: v for k, v in r.scalars.items() if not k.startswith("time/")}, r.images)
+            for r in records]  # fmt: skip
 
 
 @pytest.mark.parametrize("load_first", [True, False])
@@ -291,6 +303,9 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
     monitor.end_episode()
     run_updates(agent, replay, monitor, 1)
     state = checkpoint_round_trip(monitor.state_dict())
+    # the probes after updates 1 and 3 are pending, images and all (uint8 tensors in the checkpoint)
+    assert [record["step"] for record in state["probe_records"]] == [100, 100]
+    assert all(img.dtype == torch.uint8 for record in state["probe_records"] for img in record["images"].values())
 
     # a resumed agent starts from another init, then loads the weights: drift must still use the first init
     resumed_agent, resumed_replay = make_agent("states", seed=2), make_replay("states")
@@ -305,6 +320,8 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
         resumed.load_state_dict(state)
     _assert_same_state(monitor.state_dict(), resumed.state_dict())
     assert resumed.signals() == monitor.signals()
+    pending = monitor.pop_probe_records()
+    assert len(pending) == 2 and resumed.pop_probe_records() == pending  # wall times included: restored as saved
 
     # the next window, episode and probe agree exactly
     torch.manual_seed(0)
@@ -312,20 +329,29 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
     torch.manual_seed(0)
     run_updates(resumed_agent, resumed_replay, resumed, 1)
     monitor.end_episode(), resumed.end_episode()
-    assert {k: float(v) for k, v in resumed.log_values().items() if k != "time/probe_s"} == {
-        k: float(v) for k, v in monitor.log_values().items() if k != "time/probe_s"
+    assert {k: float(v) for k, v in resumed.log_values().items()} == {
+        k: float(v) for k, v in monitor.log_values().items()
     }
     assert resumed.signals() == monitor.signals()
+    new, resumed_new = monitor.pop_probe_records(), resumed.pop_probe_records()
+    assert len(new) == 1 and set(new[0].images) == set(FIGURE_TAGS.values())
+    assert _without_times(new) == _without_times(resumed_new)
 
 
 def test_probes_are_reproducible_and_cover_every_metric():
-    values = []
+    values, records = [], []
     for _ in range(2):
         agent, replay = make_agent("pixels"), make_replay("pixels")
         monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, probe_at_start=False, **TINY_PROBE))
         monitor.attach(agent)
         values.append(monitor.probe(agent, replay, step=100))
+        records.append(monitor.pop_probe_records())
     assert values[0] == values[1]
+    assert _without_times(records[0]) == _without_times(records[1])  # figures too, pixel for pixel
+    (record,) = records[0]
+    assert record.step == 100
+    assert _without_times([record])[0].scalars == {f"plasticity/{k}": v for k, v in values[0].items()}
+    assert record.scalars["time/probe_s"] > record.scalars["time/figures_s"] > 0
     expected = {f"{m}/{metric}" for m in LAYERS for metric in ("dormant", "weight_norm", "drift")}
     expected |= {f"{m}/{layer}/dormant" for m, layers in LAYERS.items() for layer in layers}
     expected |= {f"{f}/{metric}" for f in ("encoder", "critic", "critic/trunk", "actor/trunk")
@@ -337,6 +363,85 @@ def test_probes_are_reproducible_and_cover_every_metric():
     assert set(values[0]) == expected
     assert all(isinstance(v, float) and np.isfinite(v) for v in values[0].values())
     assert values[0]["critic/drift"] == 0.0  # nothing trained since attach
+
+
+# -- probe records, figures and the tag list -------------------------------------------------------
+
+
+def test_every_probe_is_kept_at_its_own_step_and_log_values_has_fau_only():
+    agent, replay = make_agent("states"), make_replay("states")
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=1, figures=False, **TINY_PROBE))
+    monitor.attach(agent)
+    for step in (10, 11, 12):  # a probe on every update (the first is also the start probe)
+        agent.update(replay.sample(4), step)
+        monitor.after_update(agent, replay, step)
+        if step == 11:  # a log in between drops nothing and carries no probe value
+            assert set(monitor.log_values()) == {t for t in monitor.expected_tags() if t.endswith("/fau")}
+    records = monitor.pop_probe_records()
+    assert [r.step for r in records] == [10, 11, 12] and monitor.probes == 3
+    assert records[0].scalars != records[2].scalars  # two updates later: new values, not a copy
+    assert all(r.images == {} and "time/figures_s" not in r.scalars for r in records)  # figures off
+    assert {k.removeprefix("plasticity/") for k in records[-1].scalars if k != "time/probe_s"} == set(
+        monitor.signals()
+    ) - {k for k in monitor.signals() if "fau" in k}
+    assert monitor.pop_probe_records() == []
+    assert all(k.endswith("/fau") for k in monitor.log_values())
+
+    # the start probe and every 3rd update: updates 1 and 3 of 4
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=3, figures=False, **TINY_PROBE))
+    monitor.attach(agent)
+    for step in range(4):
+        monitor.after_update(agent, replay, step)
+    assert [r.step for r in monitor.pop_probe_records()] == [0, 2]
+
+
+@pytest.mark.parametrize("figures", [True, False])
+def test_figures_are_four_rgb_images_per_probe_when_on(figures):
+    agent, replay = make_agent("pixels"), make_replay("pixels")
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, figures=figures, **TINY_PROBE))
+    monitor.attach(agent)
+    run_updates(agent, replay, monitor, 1)  # the start probe
+    (record,) = monitor.pop_probe_records()
+    if not figures:
+        assert record.images == {} and "time/figures_s" not in record.scalars
+        return
+    assert set(record.images) == set(FIGURE_TAGS.values()) == {
+        "plasticity/figures/activity", "plasticity/figures/critic_spectrum",
+        "plasticity/figures/hessian_spectrum", "plasticity/figures/collapse",
+    }  # fmt: skip
+    for tag, img in record.images.items():
+        assert isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == (280, 480, 3), tag
+        assert len(np.unique(img.reshape(-1, 3), axis=0)) > 20, tag  # drawn, not blank
+    assert 0 < record.scalars["time/figures_s"] < record.scalars["time/probe_s"]
+    # a figure needs what it pictures: without dormant/rank metrics only the last-layer and collapse ones
+    monitor = PlasticityMonitor(MonitorConfig(metrics=["last_layer_srank", "nc1"], **TINY_PROBE))
+    monitor.attach(agent)
+    monitor.probe(agent, replay, step=5)
+    (record,) = monitor.pop_probe_records()
+    assert set(record.images) == {FIGURE_TAGS["hessian_spectrum"], FIGURE_TAGS["collapse"]}
+
+
+@pytest.mark.parametrize(
+    "obs_type, settings",
+    [
+        ("pixels", {}),  # everything, figures on
+        ("states", {"metrics": ["fau", "dormant", "rank", "hessian_max", "nc4"], "figures": False}),
+        ("pixels", {"modules": ["actor"], "metrics": ["drift", "srank"]}),  # no FAU, no critic
+        ("states", {"probe_every_updates": 0, "probe_at_start": False}),  # never probes: FAU only
+    ],
+)
+def test_expected_tags_are_exactly_the_tags_written(obs_type, settings):
+    agent, replay = make_agent(obs_type), make_replay(obs_type)
+    monitor = PlasticityMonitor(MonitorConfig(**{"probe_every_updates": 2, **TINY_PROBE, **settings}))
+    monitor.attach(agent)
+    expected = monitor.expected_tags()
+    run_updates(agent, replay, monitor, 2)
+    written = set(monitor.log_values()) | {tag for r in monitor.pop_probe_records() for tag in r.scalars}
+    assert len(expected) == len(set(expected)) and set(expected) == written
+    if obs_type == "pixels" and not settings:
+        assert len(expected) == len(expected_tags()) + 1 and set(expected) == expected_tags() | {"time/figures_s"}
+    with pytest.raises(RuntimeError, match="before attach"):
+        PlasticityMonitor().expected_tags()
 
 
 # -- configs --------------------------------------------------------------------------------------
@@ -358,6 +463,8 @@ def test_config_names_are_validated_in_one_error():
         MonitorConfig(hessian_iters=0)
     with pytest.raises(ValueError, match="srank_delta=1.0 must be a number in"):
         MonitorConfig(srank_delta=1.0)
+    with pytest.raises(ValueError, match="monitor.figures='yes' must be true or false"):
+        MonitorConfig(figures="yes")
     assert MonitorConfig(metrics=["rank", "nc1"]).metric_set == {"srank", "erank", "nc1"}
     assert make_monitor(enabled=False) is None
 
@@ -385,6 +492,7 @@ def test_monitor_configs_compose():
     assert default_monitor.config.seed == full_monitor.config.seed == 5  # the run seed
     assert default_monitor.config.metric_set == full_monitor.config.metric_set == set(MonitorConfig().metric_set)
     assert full_monitor.config.probe_every_updates < default_monitor.config.probe_every_updates
+    assert default_monitor.config.figures and full_monitor.config.figures
     assert set(default) == set(full) == {f for f in MonitorConfig.__dataclass_fields__}
 
 
@@ -406,15 +514,14 @@ def expected_tags() -> set[str]:
     return tags | {f"plasticity/critic/{m}" for m in critic}
 
 
-def test_end_to_end_full_monitor_writes_every_tag_and_the_layout(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
+@pytest.fixture(scope="module")
+def full_monitor_run(tmp_path_factory):
+    """A 20-update pixel run with the full monitor config (scaled down), probes after updates 1, 8, 16."""
     from envs.dmc import make_env
-    from rlplastic.checkpoint import load_checkpoint
     from rlplastic.rr import StaticRR
     from rlplastic.trainer import Trainer, TrainerConfig
 
+    run_dir = tmp_path_factory.mktemp("full_monitor_run")
     repeat = 8
     env_kwargs = dict(obs_type="pixels", frame_stack=3, action_repeat=repeat, img_size=SIDE)
     train_env = make_env("cartpole_balance", seed=0, **env_kwargs)
@@ -430,56 +537,104 @@ def test_end_to_end_full_monitor_writes_every_tag_and_the_layout(tmp_path):
                            log_every_frames=10 * repeat, save_every_frames=0, save_video=False,
                            progress=False)  # fmt: skip
     monitor = make_monitor(**full)
-    trainer = Trainer(agent, train_env, eval_env, replay, StaticRR(1), tmp_path, config, monitor=monitor)
+    trainer = Trainer(agent, train_env, eval_env, replay, StaticRR(1), run_dir, config, monitor=monitor)
     assert trainer.run()["status"] == "complete"
-    assert monitor.updates == 20 and monitor.probes == 3  # after updates 1, 8 and 16
+    assert monitor.updates == 20 and monitor.probes == 3
+    return run_dir, monitor
 
-    scalars = read_scalars_csv(tmp_path / "scalars.csv")
-    logged = {tag for tag in scalars if tag.startswith("plasticity/") or tag == "time/probe_s"}
-    assert logged == expected_tags()
-    assert all(np.isfinite(value) for tag in logged for _, value in scalars[tag])
-    assert [frame for frame, _ in scalars["plasticity/critic/fau"]] == [20 * repeat, 30 * repeat]
 
-    events = EventAccumulator(str(tmp_path / "tb"))
+def test_end_to_end_full_monitor_writes_fau_the_dashboard_and_a_plain_data_checkpoint(full_monitor_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from rlplastic.checkpoint import load_checkpoint
+
+    run_dir, monitor = full_monitor_run
+    scalars = read_scalars_csv(run_dir / "scalars.csv")
+    fau = {tag for tag in expected_tags() if tag.endswith("/fau")}
+    assert {tag for tag in scalars if tag.endswith("/fau")} == fau
+    assert [frame for frame, _ in scalars["plasticity/critic/fau"]] == [20 * 8, 30 * 8]
+
+    events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
-    assert "plasticity/critic/nc1" in events.Tags()["scalars"]
     proto = events.Tensors("custom_scalars__config__")[0].tensor_proto
     layout = layout_pb2.Layout.FromString(proto.string_val[0])
-    (category,) = layout.category
-    charts = {chart.title: list(chart.multiline.tag) for chart in category.chart}
-    assert category.title == "Plasticity"
-    assert {"FAU", "Dormant", "Rank", "Norms", "Curvature", "Collapse", "RR and events"} <= set(charts)
-    assert charts["FAU"] == [r"plasticity/(encoder|actor|critic)/fau$"]
-    assert charts["RR and events"] == [r"rr/value$", r"events/.*"]
+    titles = [category.title for category in layout.category]
+    modules = ("critic", "encoder", "actor")
+    plasticity = [f"Plasticity · {m}" for m in modules] + [f"Plasticity · {m} · layers" for m in modules]
+    assert titles[:6] == plasticity
+    assert [category.closed for category in layout.category][:6] == [False] * 3 + [True] * 3
+    known = set(monitor.expected_tags()) | set(events.Tags()["scalars"])
+    charted = []
+    for category in layout.category:
+        for chart in category.chart:
+            (regex,) = chart.multiline.tag
+            (tag,) = [tag for tag in known if re.search(regex, tag)]  # one chart, one series
+            charted.append(tag)
+    assert len(charted) == len(set(charted)) and set(monitor.expected_tags()) <= set(charted)
 
-    checkpoint = load_checkpoint(tmp_path).state  # weights_only=True: the monitor state is plain data
+    checkpoint = load_checkpoint(run_dir).state  # weights_only=True: the monitor state is plain data
     assert checkpoint["monitor"]["updates"] == 20
 
 
-def test_resumed_run_logs_the_same_plasticity_values(tmp_path):
-    """Stop at a checkpoint and resume: every plasticity value equals an uninterrupted run's."""
+def test_end_to_end_every_probe_is_logged_at_its_frame_with_its_figures(full_monitor_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, monitor = full_monitor_run
+    scalars = read_scalars_csv(run_dir / "scalars.csv")
+    logged = {tag for tag in scalars if tag.startswith("plasticity/") or tag in ("time/probe_s", "time/figures_s")}
+    assert logged == set(monitor.expected_tags()) == expected_tags() | {"time/figures_s"}
+    assert all(np.isfinite(value) for tag in logged for _, value in scalars[tag])
+    probe_frames = [80, 136, 200]  # updates 1, 8, 16 run at agent steps 10, 17, 25 (action repeat 8)
+    assert [frame for frame, _ in scalars["plasticity/critic/nc1"]] == probe_frames
+    assert [frame for frame, _ in scalars["time/probe_s"]] == probe_frames
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    for tag in FIGURE_TAGS.values():
+        assert [image.step for image in events.Images(tag)] == probe_frames, tag
+
+
+def _states_run(run_dir: Path, agent_steps: int) -> None:
+    """A states run with probes every 7 updates (after updates 1, 7, 14, 21, 28: agent steps 10, 16, 23, 30, 37)."""
     from envs.dmc import make_env
     from rlplastic.rr import StaticRR
     from rlplastic.trainer import Trainer, TrainerConfig
 
-    def run(run_dir: Path, agent_steps: int) -> None:
-        torch.manual_seed(0)
-        env_kwargs = dict(obs_type="states", action_repeat=8)
-        train_env, eval_env = (make_env("cartpole_balance", seed=s, **env_kwargs) for s in (0, 1))
-        agent = DrQV2Agent(train_env.observation_space.shape, train_env.action_space.shape, obs_type="states",
-                           feature_dim=8, hidden_dim=16, stddev_schedule="linear(1.0,0.1,1000)")  # fmt: skip
-        replay = ReplayBuffer(train_env.frame_shape, train_env.action_space.shape, capacity=500, frame_stack=1,
-                              frame_dtype=np.float32)  # fmt: skip
-        config = TrainerConfig(num_train_frames=agent_steps * 8, num_seed_frames=80, action_repeat=8,
-                               eval_every_frames=8000, num_eval_episodes=0, batch_size=4, log_every_frames=40,
-                               save_every_frames=0, use_tb=False, save_video=False, progress=False)  # fmt: skip
-        monitor = make_monitor(metrics=["fau", "dormant", "drift", "nc1"], probe_every_updates=7, **TINY_PROBE)
-        Trainer(agent, train_env, eval_env, replay, StaticRR(1), run_dir, config, monitor=monitor).run()
+    torch.manual_seed(0)
+    env_kwargs = dict(obs_type="states", action_repeat=8)
+    train_env, eval_env = (make_env("cartpole_balance", seed=s, **env_kwargs) for s in (0, 1))
+    agent = DrQV2Agent(train_env.observation_space.shape, train_env.action_space.shape, obs_type="states",
+                       feature_dim=8, hidden_dim=16, stddev_schedule="linear(1.0,0.1,1000)")  # fmt: skip
+    replay = ReplayBuffer(train_env.frame_shape, train_env.action_space.shape, capacity=500, frame_stack=1,
+                          frame_dtype=np.float32)  # fmt: skip
+    config = TrainerConfig(num_train_frames=agent_steps * 8, num_seed_frames=80, action_repeat=8,
+                           eval_every_frames=8000, num_eval_episodes=0, batch_size=4, log_every_frames=40,
+                           save_every_frames=0, use_tb=False, save_video=False, progress=False)  # fmt: skip
+    monitor = make_monitor(metrics=["fau", "dormant", "drift", "nc1"], probe_every_updates=7, figures=False,
+                           **TINY_PROBE)  # fmt: skip
+    Trainer(agent, train_env, eval_env, replay, StaticRR(1), run_dir, config, monitor=monitor).run()
 
-    run(tmp_path / "straight", 40)
-    run(tmp_path / "resumed", 22)  # ends with a checkpoint mid-window, between probes
-    run(tmp_path / "resumed", 40)
-    scalars = [read_scalars_csv(tmp_path / name / "scalars.csv") for name in ("straight", "resumed")]
-    plasticity = [{tag: s for tag, s in series.items() if tag.startswith("plasticity/")} for series in scalars]
-    assert plasticity[0] == plasticity[1]
-    assert len(plasticity[0]["plasticity/critic/fau"]) == 6 and "plasticity/critic/nc1" in plasticity[0]
+
+@pytest.fixture(scope="module")
+def straight_and_resumed(tmp_path_factory) -> list[dict]:
+    """The plasticity series of a 40-step run, and of the same run stopped at step 22 and resumed."""
+    root = tmp_path_factory.mktemp("resume")
+    _states_run(root / "straight", 40)
+    _states_run(root / "resumed", 22)  # ends with a checkpoint mid-window, between probes
+    _states_run(root / "resumed", 40)
+    scalars = [read_scalars_csv(root / name / "scalars.csv") for name in ("straight", "resumed")]
+    return [{tag: s for tag, s in series.items() if tag.startswith("plasticity/")} for series in scalars]
+
+
+def test_resumed_run_logs_the_same_plasticity_values(straight_and_resumed):
+    """Stop at a checkpoint and resume: every plasticity value equals an uninterrupted run's."""
+    straight, resumed = straight_and_resumed
+    assert straight == resumed
+    assert len(straight["plasticity/critic/fau"]) == 6
+
+
+def test_resumed_run_logs_every_probe_once_at_its_frame(straight_and_resumed):
+    straight, resumed = straight_and_resumed
+    frames = [80, 128, 184, 240, 296]  # agent steps 10, 16, 23, 30, 37
+    assert [frame for frame, _ in straight["plasticity/critic/nc1"]] == frames
+    assert straight["plasticity/critic/nc1"] == resumed["plasticity/critic/nc1"]

@@ -1,1 +1,1 @@
-"""Plasticity interventions: resets, regularizers and the triggers that fire them (REFERENCE.md §4)."""
+"""Plasticity interventions: resets, regularizers and the triggers that fire them (docs/reference.md §4)."""

@@ -1,4 +1,4 @@
-"""Plasticity injection (Nikishin et al. 2023; REFERENCE.md §4).
+"""Plasticity injection (Nikishin et al. 2023; docs/reference.md §4).
 
 Each head ``h`` of a module (for DrQ-v2: the critic's ``Q1`` and ``Q2`` after the trunk, the actor's
 ``policy``) is replaced by ``InjectedHead(h, f₁, f₂)`` computing ``h(x) + (f₁(x) − f₂(x))``, where

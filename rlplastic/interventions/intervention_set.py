@@ -88,7 +88,7 @@ class InterventionSet:
     """Builds the configured interventions on ``agent`` and fires them as the trainer asks.
 
     Args:
-        agent: an agent with the DESIGN.md protocol and the intervention protocol (``fresh_module``,
+        agent: an agent with the docs/design.md protocol and the intervention protocol (``fresh_module``,
             ``target_networks``, ``layer_links``, ``injection_heads``, ``forward_for_statistics``,
             ``regularizers``, ``enable_sam``), as far as the configured interventions need them.
         config: intervention name → its settings (keys of :data:`INTERVENTIONS`); ``None`` or an empty

@@ -1,4 +1,4 @@
-"""Optimizer-state surgery for interventions that re-initialise parameters (REFERENCE.md §4).
+"""Optimizer-state surgery for interventions that re-initialise parameters (docs/reference.md §4).
 
 A re-initialised weight must not keep the Adam moments of the weight it replaced: the old first
 moment would push it back along the old gradient direction, and the old second moment would set its
@@ -23,7 +23,7 @@ there are two choices, both offered (``step=``):
   zeroed. The zeroed entries then get exactly the steps of a fresh Adam; the cost moves to the
   untouched entries of the same tensor, whose well-estimated moments are now over-corrected and take
   ~0.15–0.3× their normal step for the next ~1000 updates (a brief warm-up of that layer).
-  REFERENCE.md §4 notes that resetting the step count matters for ReDo, and the PyTorch ReDo port
+  docs/reference.md §4 notes that resetting the step count matters for ReDo, and the PyTorch ReDo port
   (Klein) found the same; a warm-up of surviving units is also the safer of the two failure modes.
 
 Nothing here syncs with the host except :func:`zero_masked_state` with ``step="reset"`` (one

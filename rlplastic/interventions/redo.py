@@ -1,4 +1,4 @@
-"""ReDo — recycling τ-dormant units (Sokar et al. 2023; REFERENCE.md §4).
+"""ReDo — recycling τ-dormant units (Sokar et al. 2023; docs/reference.md §4).
 
 Every ``period`` gradient updates, on a statistics batch:
 
@@ -104,7 +104,7 @@ class ReDo:
     :param tau: Dormancy threshold in [0, 1]: a unit with normalised activity ``s_i <= tau`` is
         recycled (0.1 is the usual ReDo setting; the monitor logs dormancy with 0.025 by default).
     :param modules: Modules whose units are recycled (keys of ``agent.named_modules_for_monitor()``).
-    :param period: Gradient updates between recyclings, F in REFERENCE.md §4 (:meth:`due`).
+    :param period: Gradient updates between recyclings, F in docs/reference.md §4 (:meth:`due`).
     :param batch_size: Size of the statistics batch the caller should sample for :meth:`apply`.
     :param step: Adam step-count policy for the touched parameters, ``"reset"`` (default) or ``"keep"``
         (Sokar et al.'s JAX code); see :mod:`rlplastic.interventions.optim_state`.

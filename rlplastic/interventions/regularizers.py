@@ -1,6 +1,6 @@
-r"""Regularizers against loss of plasticity (REFERENCE.md §4), entering through the agent's loss hook.
+r"""Regularizers against loss of plasticity (docs/reference.md §4), entering through the agent's loss hook.
 
-An agent built on the DESIGN.md protocol adds ``regularizer.extra_loss(module_name, context)`` to the
+An agent built on the docs/design.md protocol adds ``regularizer.extra_loss(module_name, context)`` to the
 loss that trains ``module_name`` (for DrQ-v2: ``critic`` and ``encoder`` terms go into the critic loss,
 ``actor`` terms into the actor loss). A regularizer returns ``None`` for modules it does not target.
 Regularizers are built **from the agent's modules** (``agent.named_modules_for_monitor()``), after the

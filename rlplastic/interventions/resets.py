@@ -1,6 +1,6 @@
 """Whole-module re-initialisation: resets (Nikishin et al. 2022) and shrink-and-perturb (Ash & Adams).
 
-Everything goes through the agent protocol (DESIGN.md), never through agent classes:
+Everything goes through the agent protocol (docs/design.md), never through agent classes:
 
 * ``agent.named_modules_for_monitor()`` — the modules by name (``encoder``, ``actor``, ``critic``);
 * ``agent.fresh_module(name)`` — a newly initialised module of the same architecture, drawn from the

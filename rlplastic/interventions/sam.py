@@ -7,7 +7,7 @@ One SAM step, with g = ∇L(θ) over the wrapped parameters:
 3. ``θ ← θ − ε`` (restored exactly from a copy, not by subtraction, so no rounding drift);
 4. the base optimizer's step with ``∇L(θ + ε)``.
 
-With an SGD base of learning rate η this is ``θ ← θ − η·∇L(θ + ρ g/‖g‖)``. REFERENCE.md §4 notes the
+With an SGD base of learning rate η this is ``θ ← θ − η·∇L(θ + ρ g/‖g‖)``. docs/reference.md §4 notes the
 finding of Koster & Kukla (2024): sharpness regularizers do not reduce plasticity loss; SAM is here to
 test that on this testbed.
 

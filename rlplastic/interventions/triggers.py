@@ -1,9 +1,9 @@
-r"""Triggers: when an intervention fires (REFERENCE.md §4).
+r"""Triggers: when an intervention fires (docs/reference.md §4).
 
 A trigger is asked ``should_fire(signals, frame)`` at a decision point (the trainer's log/decision
 step), at most once per point, with the latest monitor signals (``monitor.signals()``: keys
 ``<module>/<metric>`` or ``<module>/<layer>/<metric>``) and the current **environment frame** (the x-axis
-of every log, DESIGN.md). It answers yes or no and records the decision, so each trigger belongs to one
+of every log, docs/design.md). It answers yes or no and records the decision, so each trigger belongs to one
 intervention. Both kinds are stateful and checkpointed (``state_dict`` holds ints and strings only).
 
 * :class:`ScheduleTrigger`: every N frames (N, 2N, 3N, ...) and/or at listed frames. Decision points

@@ -4,7 +4,8 @@ the metric building blocks.
 Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
 rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
 Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`,
-:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted.
+:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted; with ``figures`` on, a probe
+also draws pictures (:mod:`~rlplastic.monitor.figures`). Each probe is one :class:`ProbeRecord`.
 """
 
 from rlplastic.monitor.activity import (
@@ -15,7 +16,7 @@ from rlplastic.monitor.activity import (
     fau,
     fau_over_layers,
 )
-from rlplastic.monitor.collapse import bin_values, neural_collapse, quantile_bins
+from rlplastic.monitor.collapse import bin_values, collapse_geometry, neural_collapse, quantile_bins
 from rlplastic.monitor.curvature import (
     HessianOperator,
     LanczosResult,
@@ -32,7 +33,15 @@ from rlplastic.monitor.curvature import (
     spectrum_top,
 )
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.monitor import METRIC_GROUPS, METRICS, MODULES, MonitorConfig, PlasticityMonitor, make_monitor
+from rlplastic.monitor.monitor import (
+    METRIC_GROUPS,
+    METRICS,
+    MODULES,
+    MonitorConfig,
+    PlasticityMonitor,
+    ProbeRecord,
+    make_monitor,
+)
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -53,7 +62,9 @@ __all__ = [
     "LanczosResult",
     "MonitorConfig",
     "PlasticityMonitor",
+    "ProbeRecord",
     "bin_values",
+    "collapse_geometry",
     "curvature_directions",
     "deflated_trace",
     "dormant_mask",

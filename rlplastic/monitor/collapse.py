@@ -48,7 +48,7 @@ from torch import Tensor
 
 from rlplastic.monitor.rank import singular_values
 
-__all__ = ["bin_values", "neural_collapse", "quantile_bins"]
+__all__ = ["bin_values", "collapse_geometry", "neural_collapse", "quantile_bins"]
 
 _EPS = 1e-12
 
@@ -92,6 +92,14 @@ def quantile_bins(targets: Tensor, num_bins: int = 10) -> tuple[Tensor, Tensor]:
 def bin_values(values: Tensor, edges: Tensor) -> Tensor:
     """Bin index of each value given sorted edges: the number of edges ``<=`` the value."""
     return torch.searchsorted(edges.contiguous(), values.contiguous(), right=True)
+
+
+def _bin_means(h: Tensor, labels: Tensor, num_bins: int) -> Tensor:
+    """(K, d) mean of the rows of ``h`` in each bin; every bin is non-empty when K <= n."""
+    counts = torch.bincount(labels, minlength=num_bins).to(h.dtype)
+    sums = torch.zeros(num_bins, h.shape[1], dtype=h.dtype, device=h.device)
+    sums.index_add_(0, labels, h)
+    return sums / counts[:, None]
 
 
 def neural_collapse(
@@ -143,10 +151,7 @@ def neural_collapse(
         b = torch.tensor(float(head_bias), dtype=torch.float64, device=h.device)
 
     labels, edges = quantile_bins(y, num_bins)
-    counts = torch.bincount(labels, minlength=num_bins).to(torch.float64)
-    sums = torch.zeros(num_bins, d, dtype=torch.float64, device=h.device)
-    sums.index_add_(0, labels, h)
-    means = sums / counts[:, None]  # (K, d); every bin is non-empty because K <= n
+    means = _bin_means(h, labels, num_bins)
     global_mean = h.mean(dim=0)
     centred = means - global_mean  # rows are the columns of M̃
 
@@ -181,4 +186,54 @@ def neural_collapse(
         "nc3": float(nc3),
         "nc4": float(nc4),
         "nrc1": float(nrc1),
+    }
+
+
+def collapse_geometry(features: Tensor, targets: Tensor, head_weight: Tensor, num_bins: int = 10) -> dict[str, Tensor]:
+    """The class-mean geometry behind the NC statistics, in the plane of the means' top-2 directions.
+
+    Same bins and means as :func:`neural_collapse`; ``u_1, u_2`` are the top left singular vectors
+    of M̃ (``u_1`` is NC3's direction). Everything is centred by μ_G before projecting. For a
+    picture of the geometry (:func:`rlplastic.monitor.figures.collapse_figure`).
+
+    :param features: Penultimate features H (n, d).
+    :param targets: Detached TD targets (n,).
+    :param head_weight: Last-layer weight w, (d,) or (1, d).
+    :param num_bins: Number of quantile bins K, 2 <= K <= n.
+    :return: float64 tensors ``sample_xy`` (n, 2), ``mean_xy`` (K, 2), ``head_xy`` (2,) (of the unit
+        head weight), ``cosines`` (K, K) of the centred means, ``explained`` (2,) share of
+        ``‖M̃‖²_F`` along u_1 and u_2; and ``labels`` (n,) int64 bins. A second direction that does
+        not exist (d = 1, or all means on a line) projects to 0.
+    """
+    if not isinstance(features, Tensor) or features.dim() != 2 or features.numel() == 0:
+        raise ValueError("features must be a non-empty 2-D tensor (n, d)")
+    n, d = features.shape
+    targets = _check_targets(targets)
+    if targets.numel() != n:
+        raise ValueError(f"targets must have n = {n} entries like features, got {targets.numel()}")
+    if not isinstance(head_weight, Tensor) or head_weight.numel() != d:
+        raise ValueError(f"head_weight must have {d} entries")
+    num_bins = _check_num_bins(num_bins, n)
+    h = features.detach().to(torch.float64)
+    y = targets.detach().to(device=h.device, dtype=torch.float64)
+    w = head_weight.detach().reshape(-1).to(device=h.device, dtype=torch.float64)
+    labels, _ = quantile_bins(y, num_bins)
+    global_mean = h.mean(dim=0)
+    centred = _bin_means(h, labels, num_bins) - global_mean
+    svd = torch.linalg.svd(centred.T, full_matrices=False)
+    directions = h.new_zeros(d, 2)
+    kept = min(2, svd.U.shape[1])
+    directions[:, :kept] = svd.U[:, :kept]
+    energy = h.new_zeros(2)
+    energy[:kept] = svd.S[:kept].square()
+    total = svd.S.square().sum()
+    norms = torch.linalg.vector_norm(centred, dim=1).clamp_min(_EPS)
+    unit = centred / norms[:, None]
+    return {
+        "sample_xy": (h - global_mean) @ directions,
+        "mean_xy": centred @ directions,
+        "head_xy": (w / torch.linalg.vector_norm(w).clamp_min(_EPS)) @ directions,
+        "cosines": unit @ unit.T,
+        "explained": energy / total.clamp_min(_EPS),
+        "labels": labels,
     }

@@ -4,7 +4,7 @@ r"""The plasticity monitor the trainer drives: FAU on every update, probe metric
 mode) on every ``nn.ReLU`` of each monitored module count ``#(activation > 0)`` and ``#activation``
 per layer. They count only inside the agent's loss forwards, signalled by its phase listener
 (``agent.add_phase_listener``): the encoder and critic inside ``critic_update``, the actor inside
-``actor_update``. That is the released Adaptive-RR definition of FAU (REFERENCE.md §2): the
+``actor_update``. That is the released Adaptive-RR definition of FAU (docs/reference.md §2): the
 current, augmented training minibatch, strictly ``> 0``, pooled over layers as
 ``Σ positives / Σ elements``. The critic forward inside the actor loss, the target computation
 and acting are not counted. FAU is pooled over the updates of a log window (:meth:`log_values`)
@@ -43,6 +43,13 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
 Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
 are the ReLU's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
 stable as long as the architecture is.
+
+**What the logger gets.** :meth:`PlasticityMonitor.log_values` returns the FAU of the log window.
+Each probe becomes one :class:`ProbeRecord` (its agent step, its scalars, and with ``figures`` its
+pictures from :mod:`rlplastic.monitor.figures`), queued until :meth:`PlasticityMonitor.pop_probe_records`;
+so every probe is logged at the step it measured, whatever the probe and log cadences.
+:meth:`PlasticityMonitor.expected_tags` lists every scalar tag the monitor will write, for the
+dashboard (:mod:`rlplastic.dashboard`).
 """
 
 from __future__ import annotations
@@ -57,17 +64,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers
-from rlplastic.monitor.collapse import neural_collapse
+from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers, fau
+from rlplastic.monitor.collapse import collapse_geometry, neural_collapse
 from rlplastic.monitor.curvature import (
     HessianOperator,
     curvature_directions,
     deflated_trace,
     hessian_lanczos,
     last_layer_curvature,
+    last_layer_spectrum,
     sharpness,
+    spectrum_srank,
 )
+from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.probe import PROBE_FEATURES
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -78,7 +89,7 @@ from rlplastic.monitor.rank import (
     weight_rms,
 )
 
-__all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "make_monitor"]
+__all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
 #: Module names a config may list (``agent.named_modules_for_monitor()`` keys).
 MODULES: tuple[str, ...] = ("encoder", "actor", "critic")
@@ -154,6 +165,11 @@ class MonitorConfig:
             10%), which ``hessian_trace_se`` shows (``bench/curvature_cost.py``).
         sharpness_rho: radius ρ of the sharpness ascent step.
         nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
+        figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.3 s per figure on a
+            CPU), each from what the probe measures anyway: ``activity`` (per-layer active and dormant
+            fractions; needs ``dormant``), ``critic_spectrum`` (needs ``srank`` or ``erank``),
+            ``hessian_spectrum`` (needs a ``last_layer_*`` metric), ``collapse`` (needs a collapse
+            metric). Their cost is logged as ``time/figures_s``.
         seed: seed of the monitor's own generator (probe batches and probe torch seeds).
     """
 
@@ -176,6 +192,7 @@ class MonitorConfig:
     hutchinson_probes: int = 10
     sharpness_rho: float = 0.05
     nc_bins: int = 10
+    figures: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -210,6 +227,8 @@ class MonitorConfig:
                 f"monitor.hessian_directions_k={self.hessian_directions_k} is larger than "
                 f"monitor.hessian_iters={self.hessian_iters}: Lanczos gives at most hessian_iters Ritz values"
             )
+        if not isinstance(self.figures, bool):
+            raise ValueError(f"monitor.figures={self.figures!r} must be true or false")
         if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
             raise ValueError(
                 f"monitor.probe_batch_size={self.probe_batch_size} is smaller than monitor.nc_bins={self.nc_bins}: "
@@ -238,6 +257,49 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     if not all(isinstance(n, str) for n in names):
         raise ValueError(f"{what} must be a list of names, got {list(names)!r}")
     return names
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeRecord:
+    """What one probe measured, to be logged at the step it ran (:meth:`PlasticityMonitor.pop_probe_records`).
+
+    Attributes:
+        step: the agent step passed to the :meth:`PlasticityMonitor.after_update` (or
+            :meth:`PlasticityMonitor.probe`) call that ran the probe; frames = ``step × action_repeat``.
+        scalars: full tags → floats: ``plasticity/<module>/<metric>``,
+            ``plasticity/<module>/<layer>/<metric>``, ``time/probe_s`` (the whole probe, figures
+            included) and, with figures on, ``time/figures_s`` (drawing them).
+        images: image tags (``plasticity/figures/<name>``) → ``(H, W, 3)`` uint8 RGB arrays; empty
+            with figures off.
+    """
+
+    step: int
+    scalars: dict[str, float]
+    images: dict[str, np.ndarray]
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts and arrays
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProbeRecord):
+            return NotImplemented
+        return (
+            self.step == other.step
+            and self.scalars == other.scalars
+            and self.images.keys() == other.images.keys()
+            and all(np.array_equal(img, other.images[tag]) for tag, img in self.images.items())
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        """Checkpoint form: plain Python and uint8 tensors (loads with ``torch.load(weights_only=True)``)."""
+        images = {tag: torch.from_numpy(np.ascontiguousarray(img)) for tag, img in self.images.items()}
+        return {"step": self.step, "scalars": dict(self.scalars), "images": images}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ProbeRecord:
+        """Inverse of :meth:`to_state` (images come back as host arrays wherever the tensors were mapped)."""
+        images = {tag: img.cpu().numpy() for tag, img in state["images"].items()}
+        scalars = {tag: float(value) for tag, value in state["scalars"].items()}
+        return cls(int(state["step"]), scalars, images)
 
 
 def make_monitor(**cfg: Any) -> PlasticityMonitor | None:
@@ -287,9 +349,9 @@ class PlasticityMonitor:
     """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
 
     Lifecycle: :meth:`attach` once (hooks and the phase listener); :meth:`after_update` after every
-    gradient update; :meth:`log_values` at each log; :meth:`end_episode` at each episode end (for
-    the per-episode FAU that Adaptive-RR uses); :meth:`signals` whenever a controller decides.
-    :meth:`load_state_dict` may come before or after :meth:`attach`.
+    gradient update; :meth:`log_values` and :meth:`pop_probe_records` at each log; :meth:`end_episode`
+    at each episode end (for the per-episode FAU that Adaptive-RR uses); :meth:`signals` whenever a
+    controller decides. :meth:`load_state_dict` may come before or after :meth:`attach`.
 
     Args:
         config: the settings; ``MonitorConfig()`` by default.
@@ -318,8 +380,7 @@ class PlasticityMonitor:
         self._init_params: dict[str, dict[str, Tensor]] | None = None
         self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
-        self._fresh: list[str] = []  # keys of the last probe not yet logged
-        self._probe_seconds = 0.0
+        self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
 
     # -- trainer protocol -------------------------------------------------------------------------
@@ -426,9 +487,10 @@ class PlasticityMonitor:
             self.probe(agent, replay, step)
 
     def log_values(self) -> dict[str, Any]:
-        """Tags for the logger: the window's FAU (device tensors) and the last probe if not yet logged.
+        """The log window's FAU for the logger, ``plasticity/<module>[/<layer>]/fau`` (device tensors).
 
-        Closes the FAU window: its counters are reset in place.
+        Closes the FAU window: its counters are reset in place. Empty when the window had no update.
+        Probe values are not here: they come, each at its own step, from :meth:`pop_probe_records`.
         """
         values: dict[str, Any] = {}
         self._fold()
@@ -436,11 +498,18 @@ class PlasticityMonitor:
             _close_account(self._window, self._last_window)
             self._window_updates = 0
             values.update(self._fau_values(self._last_window, "fau", prefix="plasticity/"))
-        if self._fresh:
-            values.update({f"plasticity/{key}": self._probe_values[key] for key in self._fresh})
-            values["time/probe_s"] = self._probe_seconds
-            self._fresh = []
         return values
+
+    def pop_probe_records(self) -> list[ProbeRecord]:
+        """Every probe run since the last call, oldest first, and forget them.
+
+        Nothing is overwritten or merged, so a probe on every update gives one record per update.
+        The trainer logs each at its own frame: ``logger.scalars(rec.scalars, rec.step × action_repeat)``
+        and each of ``rec.images`` as an image there. Records not popped yet are part of
+        :meth:`state_dict`, so a resume logs them exactly once.
+        """
+        records, self._records = self._records, []
+        return records
 
     def end_episode(self) -> None:
         """Close the episode's FAU account (call at each episode end); episodes without updates are skipped."""
@@ -465,37 +534,85 @@ class PlasticityMonitor:
             out.update(zip(tensors, stacked, strict=True))
         return out
 
-    def write_layout(self, tb_writer: Any) -> None:
-        """Add the "Plasticity" custom-scalars dashboard to a TensorBoard ``SummaryWriter``."""
-        tb_writer.add_custom_scalars(layout())
+    def expected_tags(self) -> list[str]:
+        """Every scalar tag this monitor writes, via :meth:`log_values` and :meth:`pop_probe_records` (after attach).
+
+        Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their ReLU
+        layers, and the features of the probe protocol (:data:`~rlplastic.monitor.probe.PROBE_FEATURES`),
+        so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before the
+        first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
+        """
+        if not self.attached:
+            raise RuntimeError("PlasticityMonitor.expected_tags before attach(agent)")
+        tags = []
+        if "fau" in self._metrics:
+            for name, layers in self._layers.items():
+                tags += [f"plasticity/{name}/fau", *(f"plasticity/{name}/{layer}/fau" for layer in layers)]
+        cfg = self.config
+        probes = cfg.probe_every_updates > 0 or cfg.probe_at_start
+        if probes and self._metrics & set(PROBE_METRICS):
+            tags += [f"plasticity/{key}" for key in self._probe_keys()]
+            tags.append("time/probe_s")
+            if cfg.figures:
+                tags.append("time/figures_s")
+        return tags
+
+    def _probe_keys(self) -> list[str]:
+        """The keys a probe returns (``<module>/<metric>``, ``<module>/<layer>/<metric>``), as :meth:`_measure` does."""
+        metrics, keys = self._metrics, []
+        if "dormant" in metrics:
+            for name, layers in self._layers.items():
+                keys += [*(f"{name}/{layer}/dormant" for layer in layers), f"{name}/dormant"]
+        features = [tag for tag in map(self._feature_tag, PROBE_FEATURES) if tag is not None]
+        feature_metrics = [m for m in (*RANK_METRICS, "feature_norm") if m in metrics]
+        keys += [f"{tag}/{metric}" for tag in features for metric in feature_metrics]
+        for name in self._modules:
+            keys += [f"{name}/{metric}" for metric in ("weight_norm", "drift") if metric in metrics]
+        if "critic" in self._modules:  # _critic_metrics writes critic/<metric> for each enabled one
+            critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS)
+            keys += [f"critic/{metric}" for metric in critic if metric in metrics]
+        return keys
 
     # -- probe ------------------------------------------------------------------------------------
 
     def probe(self, agent: Any, replay: Any, step: int) -> dict[str, float]:
-        """Measure the probe metrics now on a fresh probe batch; returns (and stores) them.
+        """Measure the probe metrics now on a fresh probe batch; returns them (keys without ``plasticity/``).
 
-        Leaves training untouched: the replay's own sampler, torch's RNG streams, parameters,
-        ``.grad`` fields and optimizer states are as before.
+        The values also become the latest :meth:`signals` and a :class:`ProbeRecord` at ``step``
+        (with the figures when ``figures`` is on) for :meth:`pop_probe_records`. Leaves training
+        untouched: the replay's own sampler, torch's RNG streams, parameters, ``.grad`` fields and
+        optimizer states are as before.
         """
         if not self.attached:
             raise RuntimeError("PlasticityMonitor.probe before attach(agent)")
         start = time.perf_counter()
         seed = int(self._rng.integers(2**63))
         devices = [self._device.index or 0] if self._device.type == "cuda" else []
+        figures = FigureInputs(step=int(step), dormant_tau=self.config.dormant_tau,
+                               srank_delta=self.config.srank_delta) if self.config.figures else None  # fmt: skip
         with torch.random.fork_rng(devices=devices, device_type="cuda"):
             torch.random.default_generator.manual_seed(seed)
             if self._device.type == "cuda":
                 with torch.cuda.device(self._device):
                     torch.cuda.manual_seed(seed)
             batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
-            values = self._measure(agent, batch, step, seed)
+            values = self._measure(agent, batch, step, seed, figures)
+        scalars = {f"plasticity/{key}": value for key, value in values.items()}
+        images: dict[str, np.ndarray] = {}
+        if figures is not None:
+            drawing = time.perf_counter()  # (matplotlib is imported on the first drawing)
+            images = draw_probe_figures(figures)
+            scalars["time/figures_s"] = time.perf_counter() - drawing
         self.probes += 1
         self._probe_values.update(values)
-        self._fresh = list(values)
-        self._probe_seconds = time.perf_counter() - start
+        scalars["time/probe_s"] = time.perf_counter() - start
+        self._records.append(ProbeRecord(int(step), scalars, images))
         return values
 
-    def _measure(self, agent: Any, batch: Any, step: int, seed: int) -> dict[str, float]:
+    def _measure(
+        self, agent: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
+    ) -> dict[str, float]:
+        """The probe metrics on ``batch``; fills ``figures`` (when given) with the arrays the pictures need."""
         metrics, cfg, out = self._metrics, self.config, {}
         with ExitStack() as stack:
             first_calls = {}
@@ -514,26 +631,33 @@ class PlasticityMonitor:
                 probe.loss_fn()
             activations["critic"] = capture.activations
 
-        for name, acts in activations.items():
+        for name in (name for name in self._layers if name in activations):  # layer order of the modules
+            acts = activations[name]
             layers = [layer for layer in self._layers[name] if layer in acts]
             if not layers:
                 continue
             for layer in layers:
                 out[f"{name}/{layer}/dormant"] = float(dormant_ratio(acts[layer], cfg.dormant_tau))
+                if figures is not None:
+                    active = float(fau(acts[layer]))
+                    figures.activity.append(LayerActivity(name, layer, active, out[f"{name}/{layer}/dormant"]))
             total = dormant_ratio_over_layers([acts[layer] for layer in layers], cfg.dormant_tau)
             out[f"{name}/dormant"] = float(total)
         del activations, first_calls
 
-        for key, phi in probe.features.items():
-            tag = self._feature_tag(key)
+        for key in (key for key in PROBE_FEATURES if key in probe.features):
+            phi, tag = probe.features[key], self._feature_tag(key)
             if tag is None:
                 continue
             if metrics & set(RANK_METRICS):
                 sv = singular_values(phi, center=cfg.center_features)
+                rank = srank(sv, cfg.srank_delta)
                 if "srank" in metrics:
-                    out[f"{tag}/srank"] = float(srank(sv, cfg.srank_delta))
+                    out[f"{tag}/srank"] = float(rank)
                 if "erank" in metrics:
                     out[f"{tag}/erank"] = float(effective_rank(sv))
+                if figures is not None and key == "critic_penultimate":
+                    figures.critic_singular_values, figures.critic_srank = sv.cpu().numpy(), int(rank)
             if "feature_norm" in metrics:
                 out[f"{tag}/feature_norm"] = float(feature_norm(phi))
 
@@ -545,7 +669,24 @@ class PlasticityMonitor:
 
         if "critic" in self._modules:
             out.update(self._critic_metrics(probe, seed))
+            if figures is not None:
+                self._critic_geometry(probe, figures)
         return out
+
+    def _critic_geometry(self, probe: Any, figures: FigureInputs) -> None:
+        """The last-layer Hessian spectrum and the collapse geometry for the figures (no forward pass)."""
+        metrics, cfg = self._metrics, self.config
+        penultimate = probe.features.get("critic_penultimate")
+        if penultimate is None:
+            return
+        if any(metric.startswith("last_layer_") for metric in metrics):
+            # the spectrum last_layer_curvature summarises: λ = 2σ²/B of [φ, 1]
+            eig = last_layer_spectrum(penultimate, with_bias=True)
+            figures.hessian_eigenvalues = eig.cpu().numpy()
+            figures.hessian_srank = int(spectrum_srank(eig, cfg.srank_delta))
+        if metrics & set(COLLAPSE_METRICS):
+            geometry = collapse_geometry(penultimate, probe.td_target, probe.head_weight, num_bins=cfg.nc_bins)
+            figures.collapse = CollapseGeometry(**{key: value.cpu().numpy() for key, value in geometry.items()})
 
     def _critic_metrics(self, probe: Any, seed: int) -> dict[str, float]:
         """Gradient norm, curvature and collapse of the frozen critic loss (``critic/…``)."""
@@ -642,7 +783,8 @@ class PlasticityMonitor:
     # -- checkpointing ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters, RNG, initial parameters, latest probe values and FAU accounts (tensors and plain Python)."""
+        """Counters, RNG, initial parameters, latest probe values, probe records not yet popped (images as
+        uint8 tensors) and FAU accounts: tensors and plain Python, for ``torch.load(weights_only=True)``."""
         self._fold()  # bookkeeping only: moves captured counts into the accounts, changes no value
         return {
             "updates": self.updates,
@@ -651,8 +793,7 @@ class PlasticityMonitor:
             "layers": {name: list(layers) for name, layers in self._layers.items()},
             "init_params": self._init_params,
             "probe_values": dict(self._probe_values),
-            "fresh": list(self._fresh),
-            "probe_seconds": self._probe_seconds,
+            "probe_records": [record.to_state() for record in self._records],
             "window": dict(self._window),
             "episode": dict(self._episode),
             "last_window": dict(self._last_window),
@@ -681,8 +822,8 @@ class PlasticityMonitor:
                 for name, params in state["init_params"].items()
             }
         self._probe_values = dict(state["probe_values"])
-        self._fresh = list(state["fresh"])
-        self._probe_seconds = float(state["probe_seconds"])
+        # checkpoints from before probe records kept only the latest probe values: nothing pending
+        self._records = [ProbeRecord.from_state(record) for record in state.get("probe_records", ())]
         for key in ("window", "episode", "last_window", "last_episode", "first_update"):
             store = getattr(self, f"_{key}")
             store.clear()
@@ -691,20 +832,3 @@ class PlasticityMonitor:
             capture.reset()
         self._window_updates = int(state["window_updates"])
         self._episode_updates = int(state["episode_updates"])
-
-
-def layout() -> dict[str, dict[str, list]]:
-    """The custom-scalars layout of the "Plasticity" dashboard (``SummaryWriter.add_custom_scalars``)."""
-    metric = lambda *names: rf"plasticity/[^/]+(/[^/]+)?/({'|'.join(names)})$"  # noqa: E731
-    return {
-        "Plasticity": {
-            "FAU": ["Multiline", [r"plasticity/(encoder|actor|critic)/fau$"]],
-            "FAU per layer": ["Multiline", [r"plasticity/[^/]+/[^/]+/fau$"]],
-            "Dormant": ["Multiline", [metric("dormant")]],
-            "Rank": ["Multiline", [metric(*RANK_METRICS)]],
-            "Norms": ["Multiline", [metric(*NORM_METRICS)]],
-            "Curvature": ["Multiline", [metric(*CURVATURE_METRICS)]],
-            "Collapse": ["Multiline", [metric(*COLLAPSE_METRICS)]],
-            "RR and events": ["Multiline", [r"rr/value$", r"events/.*"]],
-        }
-    }

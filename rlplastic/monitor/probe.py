@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+#: The feature matrices the monitor reads from :attr:`CriticProbe.features` (others are ignored), so
+#: that the tags it writes are known before the first probe: ``encoder`` (encoder output),
+#: ``critic_trunk``, ``actor_trunk``, ``critic_penultimate`` (input of Q1's last Linear; also the
+#: source of the last-layer Hessian and of neural collapse). An agent may leave any of them out.
+PROBE_FEATURES: tuple[str, ...] = ("encoder", "critic_trunk", "actor_trunk", "critic_penultimate")
+
 
 @dataclass
 class CriticProbe:
@@ -23,9 +29,9 @@ class CriticProbe:
         loss_fn: recomputes the critic loss (twin-Q MSE against the frozen TD target) from the frozen
             inputs; differentiable w.r.t. ``params`` only.
         params: the critic parameters the loss is a function of (Hessian / sharpness measurements).
-        features: named feature matrices (n × d), detached: e.g. ``encoder`` (encoder output),
-            ``critic_trunk``, ``actor_trunk``, ``critic_penultimate`` (input of the first Q head's last
-            Linear).
+        features: named feature matrices (n × d), detached, under the names of :data:`PROBE_FEATURES`:
+            ``encoder`` (encoder output), ``critic_trunk``, ``actor_trunk``, ``critic_penultimate``
+            (input of the first Q head's last Linear).
         td_target: the frozen TD target, shape (n,).
         q: the first Q head's prediction, shape (n,).
         head_weight: the first Q head's last-layer weight, shape (d,).
