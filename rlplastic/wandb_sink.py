@@ -1,0 +1,334 @@
+"""Weights & Biases mirror of the :class:`~rlplastic.logger.Logger`: the same tags, the x-axis in environment frames.
+
+``wandb`` is optional (``pip install 'rlplastic[wandb]'``) and imported only when a :class:`WandbSink` is built.
+
+**X-axis.** Every row is logged with ``run.log(values, step=frame)``, so W&B's own step *is* the environment
+frame: every panel's default x-axis, the media sliders (images, videos) and the run table's ``_step`` are in
+frames, and the keys are the TensorBoard tags unchanged (W&B groups panels by the prefix before the first ``/``,
+as TensorBoard does). The calls made at one frame (train scalars, then eval, then the monitor) merge into one
+history row. The alternative, ``define_metric("*", step_metric="frame")``, allows frames to go backwards but
+gives each call its own hidden ``_step``, so a resumed run's re-logged rows would appear twice, and the media
+sliders would not be in frames. The price of ``step=frame`` is that W&B refuses a step lower than the
+current one; the trainer's frames never decrease, and the sink drops (with one warning) any call that would.
+
+**Resume.** The W&B run id lives in ``run_dir/wandb_id.txt``, so every process training a run dir continues the
+same W&B run (``resume="allow"``); W&B's files go to ``run_dir/wandb/`` (one ``offline-run-*`` or ``run-*``
+folder per process, all with that id; ``wandb sync run_dir/wandb/offline-run-*`` uploads them as one run).
+
+The CSV and TensorBoard are cut back to the checkpoint when a run resumes, and the rows after it are logged
+again. W&B has no truncation that works offline (its "rewind", ``resume_from``, is a server-side beta feature),
+so the sink deduplicates instead: before starting, it reads the history the earlier processes wrote to their
+``.wandb`` files under ``run_dir/wandb/`` and drops each ``(tag, frame)`` it already holds (a frame at or below
+the last one stored for that tag). The run's history, summed over its folders, thus holds each ``(tag, frame)``
+once, and no row is missing as long as the earlier files are complete up to the checkpoint. What a user sees:
+
+* rows between the checkpoint and the interruption keep the values the interrupted process logged. The trainer's
+  resume is exact, so these equal the CSV's; where it is not (nondeterministic GPU kernels) W&B shows the
+  interrupted process's values for those frames while the CSV and TensorBoard show the resumed one's;
+* a frame whose row the interrupted process had only partly logged gets its missing tags from the resumed one;
+* ``wandb-core`` writes its ``.wandb`` file every 15 s (``x_transaction_log_flush_interval``). Killing only the
+  Python process lets it finish the file; killing ``wandb-core`` too (a node lost, a job's whole process group
+  killed) loses up to the last 15 s, and rows of those seconds that came *before* the checkpoint are missing in W&B
+  (the CSV still has them);
+* an online run resumed on a machine without the earlier folders is deduplicated by W&B alone, which ignores
+  every step below the last one it holds (with a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import string
+import struct
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+WANDB_DIR = "wandb"
+ID_FILE = "wandb_id.txt"
+MODES = ("offline", "online", "disabled")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+MISSING_WANDB = "logger.wandb=true needs the wandb package: pip install 'rlplastic[wandb]'"
+
+log = logging.getLogger(__name__)
+
+# The .wandb transaction log: a 7-byte file header (":W&B", magic 0xBEE1, version 0), then LevelDB-log records
+# in 32 KiB blocks, each chunk with a header (CRC-32 of type byte + data, length, type); a record split over
+# blocks comes as FIRST, MIDDLE..., LAST. Each record is a serialized ``wandb_internal_pb2.Record``.
+_FILE_HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
+_BLOCK = 32768
+_CHUNK_HEADER = struct.Struct("<IHB")
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _import_wandb() -> ModuleType:
+    try:
+        import wandb
+    except ImportError as err:
+        raise ValueError(MISSING_WANDB) from err
+    return wandb
+
+
+def run_id_for(run_dir: str | Path, resume_id: str | None = None) -> str:
+    """The W&B run id of ``run_dir``, created and stored in ``run_dir/wandb_id.txt`` on first use.
+
+    Args:
+        run_dir: the run directory.
+        resume_id: continue this W&B run instead; it replaces the stored id, so later resumes keep it.
+    """
+    path = Path(run_dir) / ID_FILE
+    stored = path.read_text().strip() if path.exists() else ""
+    run_id = resume_id or stored
+    if not run_id:
+        run_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))  # W&B's own id format
+    if run_id != stored:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(run_id + "\n")
+        os.replace(tmp, path)  # a kill mid-write never leaves a torn id
+    return run_id
+
+
+def read_records(path: str | Path) -> Iterator[bytes]:
+    """The serialized records of one ``.wandb`` file, in order, stopping quietly at a torn or unflushed tail.
+
+    Raises:
+        ValueError: the file does not start with the header of a version-0 W&B transaction log.
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(_FILE_HEADER):
+        raise ValueError(f"{path} is not a version-0 W&B transaction log (header {data[:7]!r})")
+    pos, pending = len(_FILE_HEADER), None
+    while True:
+        room = _BLOCK - pos % _BLOCK
+        if room < _CHUNK_HEADER.size:  # a block's tail too short for a chunk header is zero padding
+            pos += room
+        if pos + _CHUNK_HEADER.size > len(data):
+            return
+        crc, length, kind = _CHUNK_HEADER.unpack_from(data, pos)
+        chunk = data[pos + _CHUNK_HEADER.size : pos + _CHUNK_HEADER.size + length]
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            return
+        pos += _CHUNK_HEADER.size + length
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE and pending is not None:
+            pending += chunk
+        elif kind == _LAST and pending is not None:
+            yield pending + chunk
+            pending = None
+        else:
+            return
+
+
+def read_segment(path: str | Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+    """One ``.wandb`` file's run record and history.
+
+    Returns:
+        ``(run, rows)``: ``run`` has ``run_id``, ``start_time`` (seconds) and ``config`` (the attached config,
+        W&B's own ``_wandb`` key left out); ``rows`` is ``[(step, {tag: value})]`` in logged order, without
+        W&B's ``_step``/``_runtime``/``_timestamp``. Media values are W&B's JSON descriptions (``_type``,
+        ``path``...), the path relative to the folder's ``files/``.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    run: dict[str, Any] = {}
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for raw in read_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run" and not run:
+            config = {item.key: json.loads(item.value_json) for item in record.run.config.update}
+            config.pop("_wandb", None)
+            start = record.run.start_time
+            run = {"run_id": record.run.run_id, "start_time": start.seconds + start.nanos * 1e-9, "config": config}
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                path = [item.key] if item.key else list(item.nested_key)
+                if path[0].startswith("_"):
+                    continue
+                node = row
+                for key in path[:-1]:  # a media value comes as one item per field: ("eval/video", "path")...
+                    node = node.setdefault(key, {})
+                node[path[-1]] = json.loads(item.value_json)
+            rows.append((int(record.history.step.num), row))
+    return run, rows
+
+
+def _start_time(path: Path) -> float:
+    """When the process that wrote ``path`` started its run (0 if the file holds no run record yet)."""
+    from wandb.proto import wandb_internal_pb2
+
+    for raw in read_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            return record.run.start_time.seconds + record.run.start_time.nanos * 1e-9
+    return 0.0
+
+
+def segment_files(run_dir: str | Path, run_id: str) -> list[Path]:
+    """The ``.wandb`` files of W&B run ``run_id`` under ``run_dir/wandb/`` (one per process), oldest first."""
+    files = [p for p in (Path(run_dir) / WANDB_DIR).glob(f"*run-*-{run_id}*/run-{run_id}.wandb") if p.is_file()]
+    return sorted(files, key=lambda p: (_start_time(p), p.parent.name))
+
+
+def read_run_history(run_dir: str | Path, run_id: str) -> dict[str, list[tuple[int, Any]]]:
+    """Every process's history of W&B run ``run_id`` under ``run_dir``, as ``{tag: [(frame, value), ...]}``.
+
+    The same shape as :func:`rlplastic.logger.read_scalars_csv`, so the two can be compared directly.
+    """
+    series: dict[str, list[tuple[int, Any]]] = {}
+    for path in segment_files(run_dir, run_id):
+        for step, row in read_segment(path)[1]:
+            for tag, value in row.items():
+                series.setdefault(tag, []).append((step, value))
+    return series
+
+
+class WandbSink:
+    """Mirrors the logger's scalars (and images, videos) to a W&B run whose history is in environment frames.
+
+    See the module docstring for the x-axis and for what a resumed run's history holds.
+
+    Args:
+        run_dir: the run directory; W&B's files go to ``run_dir/wandb/``, its run id to ``run_dir/wandb_id.txt``.
+        config: the resolved config (a plain nested dict), attached to the run.
+        project: the W&B project.
+        entity: the W&B entity (user or team); ``None`` for the default one.
+        mode: ``"offline"`` (write locally, upload later with ``wandb sync``), ``"online"`` or ``"disabled"``
+            (every call a no-op, nothing written).
+        run_name: the run's display name.
+        resume_id: continue this W&B run id instead of the run dir's own (it is stored as the run dir's).
+        settings: extra ``wandb.Settings`` fields, e.g. ``{"x_disable_stats": True, "console": "off"}``.
+
+    Raises:
+        ValueError: ``wandb`` is not installed, or ``mode`` is not one of :data:`MODES`.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: Mapping[str, Any],
+        project: str,
+        entity: str | None,
+        mode: str,
+        run_name: str,
+        resume_id: str | None = None,
+        *,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"wandb mode must be one of {MODES}, got {mode!r}")
+        self._wandb = _import_wandb()
+        self.run_dir = Path(run_dir)
+        self.mode = mode
+        self._warned_backwards = False
+        self._frame = 0
+        self._stored: dict[str, int] = {}
+        if mode == "disabled":
+            self.run_id = resume_id or ""
+            self._run = self._wandb.init(mode="disabled")
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id_for(self.run_dir, resume_id)
+        self._stored = self._stored_frames()
+        self._run = self._wandb.init(
+            dir=str(self.run_dir), project=project, entity=entity, name=run_name, id=self.run_id, resume="allow",
+            config=dict(config), mode=mode, reinit="create_new",
+            settings=self._wandb.Settings(**{"allow_val_change": True, **(settings or {})}),
+        )  # fmt: skip
+        if self._run.resumed:  # online: W&B itself ignores steps below the next one it expects
+            self._frame = int(self._run.step)
+
+    @property
+    def run(self) -> Any:
+        """The underlying ``wandb`` run (for anything the sink does not mirror)."""
+        return self._run
+
+    def _stored_frames(self) -> dict[str, int]:
+        """The last frame of each tag in the earlier processes' ``.wandb`` files of this run."""
+        last: dict[str, int] = {}
+        try:
+            for path in segment_files(self.run_dir, self.run_id):
+                for step, row in read_segment(path)[1]:
+                    for tag in row:
+                        last[tag] = max(step, last.get(tag, step))
+        except Exception as err:  # an unreadable log costs the deduplication, never the run
+            log.warning("W&B: could not read the earlier history of %s (%s); resumed rows may repeat", self.run_id, err)
+            return {}
+        return last
+
+    def _log(self, values: Mapping[str, Any], frame: int) -> dict[str, Any]:
+        frame = int(frame)
+        if self._run is None:
+            raise RuntimeError("WandbSink used after close()")
+        if self.mode == "disabled":
+            return {}
+        if frame < self._frame:
+            if not self._warned_backwards:
+                log.warning("W&B: dropping rows at frame %d < %d (W&B steps cannot go back)", frame, self._frame)
+                self._warned_backwards = True
+            return {}
+        kept = {tag: value for tag, value in values.items() if frame > self._stored.get(tag, -1)}
+        if kept:
+            self._run.log(kept, step=frame)
+            self._frame = frame
+        return kept
+
+    def scalars(self, values: Mapping[str, float], frame: int) -> dict[str, float]:
+        """Log ``values`` (floats, e.g. what :meth:`Logger.scalars` returned) at ``frame``.
+
+        Returns:
+            The tags and values actually sent: those already in the run's history (a resumed run's re-logged
+            rows) or at a frame lower than the last logged one are left out.
+        """
+        return self._log({tag: float(value) for tag, value in values.items()}, frame)
+
+    def image(self, tag: str, image: np.ndarray, frame: int, caption: str | None = None) -> bool:
+        """Log an ``(H, W, 3)`` (or ``(H, W)``) uint8 image at ``frame``; returns whether it was sent."""
+        array = np.ascontiguousarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise ValueError(f"image must be a (H, W[, C]) uint8 array, got {array.dtype} {array.shape}")
+        if self.mode == "disabled":
+            return False
+        return bool(self._log({tag: self._wandb.Image(array, caption=caption)}, frame))
+
+    def video(self, tag: str, video: str | Path | np.ndarray, frame: int, fps: int = 30) -> bool:
+        """Log a video at ``frame``: a file (e.g. the mp4 :meth:`Logger.video` wrote) or ``(T, H, W, 3)`` uint8 frames.
+
+        A file is uploaded as it is; frames are encoded by W&B, which needs ``moviepy``. Returns whether it
+        was sent.
+        """
+        if self.mode == "disabled":
+            return False
+        if isinstance(video, (str, Path)):
+            media = self._wandb.Video(str(video))
+        else:
+            array = np.asarray(video)
+            if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] not in (1, 3):
+                raise ValueError(f"video frames must be a (T, H, W, 3) uint8 array, got {array.dtype} {array.shape}")
+            media = self._wandb.Video(np.ascontiguousarray(array.transpose(0, 3, 1, 2)), fps=fps, format="mp4")
+        return bool(self._log({tag: media}, frame))
+
+    def close(self) -> None:
+        """Finish the run (writes the last row and closes the files); calling it again does nothing."""
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+    def __enter__(self) -> WandbSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
