@@ -36,14 +36,16 @@ once, and no row is missing as long as the earlier files are complete up to the 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import secrets
 import string
 import struct
+import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -179,7 +181,8 @@ def _start_time(path: Path) -> float:
 
 def segment_files(run_dir: str | Path, run_id: str) -> list[Path]:
     """The ``.wandb`` files of W&B run ``run_id`` under ``run_dir/wandb/`` (one per process), oldest first."""
-    files = [p for p in (Path(run_dir) / WANDB_DIR).glob(f"*run-*-{run_id}*/run-{run_id}.wandb") if p.is_file()]
+    safe = glob.escape(run_id)
+    files = [p for p in (Path(run_dir) / WANDB_DIR).glob(f"*run-*-{safe}*/run-{safe}.wandb") if p.is_file()]
     return sorted(files, key=lambda p: (_start_time(p), p.parent.name))
 
 
@@ -196,6 +199,24 @@ def read_run_history(run_dir: str | Path, run_id: str) -> dict[str, list[tuple[i
     return series
 
 
+def _wait_for_exit_record(path: Path, timeout: float) -> bool:
+    """Wait until ``path`` holds an exit record (the last one a finished run writes); whether it came in time."""
+    from wandb.proto import wandb_internal_pb2
+
+    deadline, pause = time.monotonic() + timeout, 0.01
+    while True:
+        if path.exists():
+            for raw in read_records(path):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(raw)
+                if record.WhichOneof("record_type") == "exit":
+                    return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(2 * pause, 0.25)
+
+
 class WandbSink:
     """Mirrors the logger's scalars (and images, videos) to a W&B run whose history is in environment frames.
 
@@ -210,6 +231,8 @@ class WandbSink:
             (every call a no-op, nothing written).
         run_name: the run's display name.
         resume_id: continue this W&B run id instead of the run dir's own (it is stored as the run dir's).
+        group: the W&B group, e.g. the variant, so the UI can average its seeds.
+        tags: W&B tags of the run.
         settings: extra ``wandb.Settings`` fields, e.g. ``{"x_disable_stats": True, "console": "off"}``.
 
     Raises:
@@ -226,6 +249,8 @@ class WandbSink:
         run_name: str,
         resume_id: str | None = None,
         *,
+        group: str | None = None,
+        tags: Sequence[str] | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
@@ -236,6 +261,7 @@ class WandbSink:
         self._warned_backwards = False
         self._frame = 0
         self._stored: dict[str, int] = {}
+        self._log_file: Path | None = None
         if mode == "disabled":
             self.run_id = resume_id or ""
             self._run = self._wandb.init(mode="disabled")
@@ -245,9 +271,11 @@ class WandbSink:
         self._stored = self._stored_frames()
         self._run = self._wandb.init(
             dir=str(self.run_dir), project=project, entity=entity, name=run_name, id=self.run_id, resume="allow",
-            config=dict(config), mode=mode, reinit="create_new",
+            group=group, tags=None if tags is None else list(tags), config=dict(config), mode=mode,
+            reinit="create_new",
             settings=self._wandb.Settings(**{"allow_val_change": True, **(settings or {})}),
         )  # fmt: skip
+        self._log_file = Path(self._run.settings.sync_file)
         if self._run.resumed:  # online: W&B itself ignores steps below the next one it expects
             self._frame = int(self._run.step)
 
@@ -321,11 +349,24 @@ class WandbSink:
             media = self._wandb.Video(np.ascontiguousarray(array.transpose(0, 3, 1, 2)), fps=fps, format="mp4")
         return bool(self._log({tag: media}, frame))
 
-    def close(self) -> None:
-        """Finish the run (writes the last row and closes the files); calling it again does nothing."""
-        if self._run is not None:
-            self._run.finish()
-            self._run = None
+    @property
+    def log_file(self) -> Path | None:
+        """This process's ``.wandb`` file (``None`` when disabled)."""
+        return self._log_file
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the run: the last row is written, and the ``.wandb`` file is complete when this returns.
+
+        ``run.finish()`` can return before ``wandb-core`` has written its last buffered records, so this
+        waits (at most ``timeout`` seconds) until the file holds the run's exit record: a sink built next,
+        or ``wandb sync``, then sees the whole history. Calling it again does nothing.
+        """
+        if self._run is None:
+            return
+        self._run.finish()
+        self._run = None
+        if self._log_file is not None and not _wait_for_exit_record(self._log_file, timeout):
+            log.warning("W&B: %s is still incomplete %.0f s after finish()", self._log_file, timeout)
 
     def __enter__(self) -> WandbSink:
         return self

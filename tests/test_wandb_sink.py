@@ -66,6 +66,20 @@ def _sink(run_dir: Path, **kwargs: Any) -> WandbSink:
     return WandbSink(run_dir, CONFIG, "rlplastic", None, "offline", "test-run", None, settings=FAST, **kwargs)
 
 
+def _run_record(path: Path) -> Any:
+    """The first run record of a ``.wandb`` file, as wandb's protobuf message."""
+    from wandb.proto import wandb_internal_pb2
+
+    from rlplastic.wandb_sink import read_records
+
+    for raw in read_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "run":
+            return record.run
+    raise AssertionError(f"no run record in {path}")
+
+
 def _scalars_only(series: dict[str, list[tuple[int, Any]]]) -> dict[str, list[tuple[int, float]]]:
     """The scalar tags of a history, values as floats (W&B's JSON writes ``5.0`` as ``5``)."""
     scalar = {tag: points for tag, points in series.items() if not isinstance(points[0][1], dict)}
@@ -79,7 +93,7 @@ def offline_run(wandb_env: None, tmp_path_factory: pytest.TempPathFactory) -> di
     video_file = run_dir / "clip.mp4"
     imageio.mimwrite(video_file, [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(4)], fps=4, macro_block_size=1)
     logger = Logger(run_dir, use_tb=False, use_csv=True)
-    sink = _sink(run_dir)
+    sink = _sink(run_dir, group="default", tags=["cheetah_run", "seed3"])
     sent = [sink.scalars(logger.scalars(values, frame), frame) for frame, values in ROWS]
     image_sent = sink.image("eval/frame", IMAGE, 2000)
     video_sent = sink.video("eval/video", video_file, 2000)
@@ -143,6 +157,9 @@ def test_config_and_id_are_attached(offline_run: dict[str, Any]) -> None:
     run = read_segment(path)[0]
     assert run["run_id"] == run_id
     assert run["config"] == CONFIG
+    record = _run_record(path)
+    assert (record.display_name, record.project, record.run_group) == ("test-run", "rlplastic", "default")
+    assert list(record.tags) == ["cheetah_run", "seed3"]
 
 
 def test_image_and_video_are_stored_at_their_frame(offline_run: dict[str, Any]) -> None:
