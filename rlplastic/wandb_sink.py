@@ -16,22 +16,26 @@ same W&B run (``resume="allow"``); W&B's files go to ``run_dir/wandb/`` (one ``o
 folder per process, all with that id; ``wandb sync run_dir/wandb/offline-run-*`` uploads them as one run).
 
 The CSV and TensorBoard are cut back to the checkpoint when a run resumes, and the rows after it are logged
-again. W&B has no truncation that works offline (its "rewind", ``resume_from``, is a server-side beta feature),
-so the sink deduplicates instead: before starting, it reads the history the earlier processes wrote to their
-``.wandb`` files under ``run_dir/wandb/`` and drops each ``(tag, frame)`` it already holds (a frame at or below
-the last one stored for that tag). The run's history, summed over its folders, thus holds each ``(tag, frame)``
-once, and no row is missing as long as the earlier files are complete up to the checkpoint. What a user sees:
+again. W&B cannot cut a run's history offline (its "rewind", ``resume_from``, is a server-side beta feature), so
+the sink makes the history come out the same another way:
 
-* rows between the checkpoint and the interruption keep the values the interrupted process logged. The trainer's
-  resume is exact, so these equal the CSV's; where it is not (nondeterministic GPU kernels) W&B shows the
-  interrupted process's values for those frames while the CSV and TensorBoard show the resumed one's;
-* a frame whose row the interrupted process had only partly logged gets its missing tags from the resumed one;
-* ``wandb-core`` writes its ``.wandb`` file every 15 s (``x_transaction_log_flush_interval``). Killing only the
-  Python process lets it finish the file; killing ``wandb-core`` too (a node lost, a job's whole process group
-  killed) loses up to the last 15 s, and rows of those seconds that came *before* the checkpoint are missing in W&B
-  (the CSV still has them);
-* an online run resumed on a machine without the earlier folders is deduplicated by W&B alone, which ignores
-  every step below the last one it holds (with a warning).
+1. *No repeats.* Before starting, it reads the history the earlier processes wrote to their ``.wandb`` files
+   under ``run_dir/wandb/`` and drops each ``(tag, frame)`` already there (a frame at or below the last one
+   stored for that tag).
+2. *No holes.* ``wandb-core`` writes its ``.wandb`` file only every 15 s (and at a clean finish): a SIGKILL loses
+   the rows of the last seconds, which can include rows from *before* the checkpoint that the resumed process
+   will not log again. :meth:`WandbSink.backfill`, given the resumed ``scalars.csv`` (cut back to the
+   checkpoint, so it holds exactly the rows before it), sends the rows the earlier files lack.
+
+The run's history, summed over its folders, then holds each ``(tag, frame)`` of the CSV once. What a user sees:
+
+* rows between the checkpoint and the interruption that the interrupted process had written keep its values.
+  The trainer's resume is exact, so these equal the CSV's; where it is not (nondeterministic GPU kernels), W&B
+  shows the interrupted process's values for those frames and the CSV and TensorBoard the resumed one's;
+* a frame whose row was only partly written gets its missing tags from the resumed process;
+* an online run resumed where the earlier folders are gone is deduplicated by W&B alone: it ignores every step
+  below the next one it expects (the sink drops those rows itself, with one warning), and backfilled rows
+  below it too. Images and videos are not backfilled.
 """
 
 from __future__ import annotations
@@ -322,6 +326,26 @@ class WandbSink:
             rows) or at a frame lower than the last logged one are left out.
         """
         return self._log({tag: float(value) for tag, value in values.items()}, frame)
+
+    def backfill(self, series: Mapping[str, Sequence[tuple[int, float]]]) -> int:
+        """Send the rows of ``series`` that the earlier processes' ``.wandb`` files lack, in frame order.
+
+        Call it right after building the sink of a resumed run, with the resumed logger's CSV (cut back to the
+        checkpoint), ``read_scalars_csv(run_dir / "scalars.csv")``: it fills what a killed process had not
+        written yet. For a new run the CSV is empty and this does nothing.
+
+        Args:
+            series: ``{tag: [(frame, value), ...]}``, the shape :func:`~rlplastic.logger.read_scalars_csv` returns.
+
+        Returns:
+            How many ``(tag, frame)`` values were sent.
+        """
+        rows: dict[int, dict[str, float]] = {}
+        for tag, points in series.items():
+            for frame, value in points:
+                if frame > self._stored.get(tag, -1):
+                    rows.setdefault(int(frame), {})[tag] = float(value)
+        return sum(len(self._log(rows[frame], frame)) for frame in sorted(rows))
 
     def image(self, tag: str, image: np.ndarray, frame: int, caption: str | None = None) -> bool:
         """Log an ``(H, W, 3)`` (or ``(H, W)``) uint8 image at ``frame``; returns whether it was sent."""

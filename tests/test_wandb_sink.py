@@ -200,6 +200,7 @@ def test_a_resumed_run_continues_the_run_and_holds_each_tag_frame_once(wandb_env
     logger = Logger(tmp_path, use_tb=False, resume=position)
     sink = _sink(tmp_path)
     assert sink.run_id == first_id
+    assert sink.backfill(read_scalars_csv(tmp_path / "scalars.csv")) == 0  # the earlier file holds them all
     sent = [sink.scalars(logger.scalars(values, frame), frame) for frame, values in rows(4000) if frame >= 2000]
     sink.close()
     logger.close()
@@ -212,6 +213,40 @@ def test_a_resumed_run_continues_the_run_and_holds_each_tag_frame_once(wandb_env
     history = _scalars_only(read_run_history(tmp_path, first_id))
     assert history == read_scalars_csv(tmp_path / "scalars.csv")
     assert [f for f, _ in history["eval/return"]] == [0, 2000, 4000]
+
+
+def test_rows_a_killed_process_never_wrote_are_backfilled_from_the_csv(wandb_env: None, tmp_path: Path) -> None:
+    """A SIGKILL loses what wandb-core had not flushed, here everything after frame 0, checkpoint (2000) included."""
+    logger = Logger(tmp_path, use_tb=False)
+    sink = _sink(tmp_path)
+    for frame in (0, 1000, 2000, 3000):
+        if frame == 2000:
+            position = logger.position(frame)
+        sink.scalars(logger.scalars({"train/loss": frame / 7, "eval/return": -frame / 3}, frame), frame)
+    sink.close()
+    logger.close()
+    (log_file,) = segment_files(tmp_path, sink.run_id)
+    data = log_file.read_bytes()
+    cut = next(n for n in range(len(data), 0, -1) if [f for f, _ in read_segment_bytes(tmp_path, data[:n])] == [0])
+    log_file.write_bytes(data[:cut])  # the file as the kill left it: the rows after frame 0 never reached disk
+
+    logger = Logger(tmp_path, use_tb=False, resume=position)
+    sink = _sink(tmp_path)
+    assert sink.backfill(read_scalars_csv(tmp_path / "scalars.csv")) == 2  # frame 1000's two tags
+    for frame in (2000, 3000, 4000):
+        assert sink.scalars(logger.scalars({"train/loss": frame / 7, "eval/return": -frame / 3}, frame), frame)
+    sink.close()
+    logger.close()
+    history = _scalars_only(read_run_history(tmp_path, sink.run_id))
+    assert history == read_scalars_csv(tmp_path / "scalars.csv")
+    assert [f for f, _ in history["train/loss"]] == [0, 1000, 2000, 3000, 4000]
+
+
+def read_segment_bytes(tmp_path: Path, data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`read_segment` of a file holding ``data``."""
+    path = tmp_path / "probe.wandb"
+    path.write_bytes(data)
+    return read_segment(path)[1]
 
 
 def test_the_partly_logged_frame_gets_its_missing_tags(wandb_env: None, tmp_path: Path) -> None:
