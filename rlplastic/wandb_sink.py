@@ -266,9 +266,10 @@ class WandbSink:
         self._frame = 0
         self._stored: dict[str, int] = {}
         self._log_file: Path | None = None
-        if mode == "disabled":
+        self._closed = False
+        self._run: Any = None
+        if mode == "disabled":  # no wandb.init at all: it could hand back another sink's active run
             self.run_id = resume_id or ""
-            self._run = self._wandb.init(mode="disabled")
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id_for(self.run_dir, resume_id)
@@ -285,7 +286,7 @@ class WandbSink:
 
     @property
     def run(self) -> Any:
-        """The underlying ``wandb`` run (for anything the sink does not mirror)."""
+        """The underlying ``wandb`` run (for anything the sink does not mirror); ``None`` when disabled or closed."""
         return self._run
 
     def _stored_frames(self) -> dict[str, int]:
@@ -303,9 +304,9 @@ class WandbSink:
 
     def _log(self, values: Mapping[str, Any], frame: int) -> dict[str, Any]:
         frame = int(frame)
-        if self._run is None:
+        if self._closed:
             raise RuntimeError("WandbSink used after close()")
-        if self.mode == "disabled":
+        if self._run is None:  # disabled
             return {}
         if frame < self._frame:
             if not self._warned_backwards:
@@ -385,6 +386,9 @@ class WandbSink:
         waits (at most ``timeout`` seconds) until the file holds the run's exit record: a sink built next,
         or ``wandb sync``, then sees the whole history. Calling it again does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         if self._run is None:
             return
         self._run.finish()

@@ -289,8 +289,11 @@ def test_disabled_mode_writes_nothing(wandb_env: None, tmp_path: Path) -> None:
     sink = WandbSink(tmp_path / "run", CONFIG, "rlplastic", None, "disabled", "test-run", None)
     assert sink.scalars({"train/loss": 1.0}, 0) == {}
     assert not sink.image("eval/frame", IMAGE, 0)
+    assert sink.run is None
     sink.close()
     assert not (tmp_path / "run").exists()
+    with pytest.raises(RuntimeError, match="after close"):
+        sink.scalars({"train/loss": 1.0}, 1)
 
 
 def test_a_bad_mode_is_refused(tmp_path: Path) -> None:
