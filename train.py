@@ -352,10 +352,45 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         last = latest_checkpoint(run_dir)
         append_start(run_dir, start_record(sys.argv, overrides, Path(__file__).resolve().parent,
                                            None if last is None else last.frame))  # fmt: skip
-        print(f"rlplastic: run dir {run_dir}")
+        print(f"rlplastic: run dir {run_dir}\nrlplastic: watch it with: {tensorboard_command(run_dir)}")
+        if cfg.logger.wandb:
+            trainer.wandb = make_wandb_sink(cfg, run_dir, resolved)
         summary = trainer.run()
-    print(f"rlplastic: {json.dumps(summary)}")
+    print(f"rlplastic: {json.dumps(summary)}")  # one machine-readable line (also in run_complete.json when complete)
+    print(readable_summary(summary, run_dir))
     return summary
+
+
+def make_wandb_sink(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> Any:
+    """The W&B mirror of this run's logs (``logger.wandb=true``), one W&B run per run dir."""
+    from rlplastic.wandb_sink import WandbSink
+
+    variant = run_dir.parent.name
+    return WandbSink(
+        run_dir, resolved, project=cfg.logger.wandb_project, entity=cfg.logger.wandb_entity,
+        mode=cfg.logger.wandb_mode, run_name=f"{cfg.task_name}/{variant}/{run_dir.name}", resume_id=None,
+        group=f"{cfg.task_name}/{variant}", tags=[cfg.task_name, variant],
+    )  # fmt: skip
+
+
+def tensorboard_command(run_dir: Path) -> str:
+    """The command that opens this run in TensorBoard (the venv's tensorboard when there is one)."""
+    local = Path(sys.executable).parent / "tensorboard"
+    return f"{local if local.exists() else 'tensorboard'} --logdir {run_dir}"
+
+
+def readable_summary(summary: dict[str, Any], run_dir: Path) -> str:
+    """What a person reads at the end of a run: how it ended, the final return, where everything is."""
+    final = summary.get("final_eval_return")
+    result = "no evaluation" if final is None else f"final eval return {final:.4g}"
+    how = "finished" if summary["status"] == "complete" else f"stopped ({summary['status']})"
+    resumed = summary.get("resumed_from_frame")
+    lines = [
+        f"rlplastic: {how} at frame {summary['frame']:,} after {summary['episode']} episodes; {result}"
+        + (f" (resumed from frame {resumed:,})" if resumed else ""),
+        f"rlplastic: logs in {run_dir} (scalars.csv, tb/, videos/); {tensorboard_command(run_dir)}",
+    ]
+    return "\n".join(lines)
 
 
 #: Exit status of a run stopped by a signal: the shell's 128 + signal number.

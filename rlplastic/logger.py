@@ -12,10 +12,13 @@ import importlib.util
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from rlplastic.wandb_sink import WandbSink
 
 CSV_NAME = "scalars.csv"
 TB_DIR = "tb"
@@ -82,7 +85,8 @@ class Logger:
     """
 
     def __init__(
-        self, run_dir: str | Path, use_tb: bool = True, use_csv: bool = True, resume: Mapping[str, Any] | None = None
+        self, run_dir: str | Path, use_tb: bool = True, use_csv: bool = True, resume: Mapping[str, Any] | None = None,
+        wandb: WandbSink | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +110,9 @@ class Logger:
             self._csv = csv.writer(self._csv_file)
             if new:
                 self._csv.writerow(["frame", "tag", "value"])
+        self._wandb = wandb
+        if wandb is not None and resume is not None and use_csv:
+            wandb.backfill(read_scalars_csv(self.run_dir / CSV_NAME))  # the rows a killed process had not sent
 
     @staticmethod
     def has_logs(run_dir: str | Path) -> bool:
@@ -137,6 +144,8 @@ class Logger:
                 self._tb.add_scalar(tag, value, frame)
             if self._csv_file is not None:
                 self._csv.writerow([frame, tag, repr(value)])
+        if self._wandb is not None:
+            self._wandb.scalars(floats, frame)
         return floats
 
     def image(self, tag: str, image: np.ndarray, frame: int) -> None:
@@ -181,6 +190,8 @@ class Logger:
         if self._tb is not None and _moviepy_works_with_tensorboard():
             video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).unsqueeze(0)
             self._tb.add_video(tag, video, frame, fps=fps)
+        if self._wandb is not None and path is not None:
+            self._wandb.video(tag, path, frame, fps=fps)
         return path
 
     def position(self, frame: int) -> dict[str, Any]:
@@ -214,6 +225,8 @@ class Logger:
             self._tb.close()
         if self._csv_file is not None:
             self._csv_file.close()
+        if self._wandb is not None:
+            self._wandb.close()
 
 
 def _fsync_file(path: Path) -> None:

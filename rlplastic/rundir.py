@@ -18,7 +18,8 @@ from typing import Any
 NON_SEMANTIC_KEYS = frozenset({
     "seed", "task", "device", "replay_device", "replay_prefetch", "run_root", "run_dir", "progress", "use_tb",
     "use_csv", "save_every_frames", "save_replay", "save_video", "log_every_frames", "sweep_root", "sweep_name",
-    "num_threads", "check_finite",
+    "num_threads", "check_finite", "logger", "logger.wandb", "logger.wandb_project", "logger.wandb_entity",
+    "logger.wandb_mode",
 })  # fmt: skip
 
 DEFAULT_VARIANT = "default"

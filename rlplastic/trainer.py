@@ -238,6 +238,7 @@ class Trainer:
             values are logged with the train metrics.
         interventions: optional intervention set, already built on ``agent``: asked after every
             update and at every episode end; what fires is logged as ``events/<name>``.
+        wandb: optional :class:`~rlplastic.wandb_sink.WandbSink` mirroring every logged scalar.
     """
 
     def __init__(
@@ -253,8 +254,10 @@ class Trainer:
         seed: int = 0,
         monitor: Monitor | None = None,
         interventions: Interventions | None = None,
+        wandb: Any = None,
     ) -> None:
         self.agent = agent
+        self.wandb = wandb
         self.interventions = interventions
         self.monitor = monitor
         if monitor is not None:
@@ -274,6 +277,9 @@ class Trainer:
         self.stopwatch = Stopwatch()
         self._log_snapshot = self.stopwatch.snapshot()
         self._updates_started: dict[str, Any] | None = None
+        self._started = time.perf_counter()
+        self._fps: float | None = None  # the last log window's frames per second (one figure, console and logs)
+        self._eval_std = float("nan")
         self.logger: Logger | None = None
         self.sampler: PrefetchingSampler | None = None
 
@@ -309,7 +315,7 @@ class Trainer:
                        "before its first checkpoint): clearing them and starting over", file=sys.stderr)  # fmt: skip
         self.logger = Logger(
             self.run_dir, use_tb=self.config.use_tb, use_csv=self.config.use_csv,
-            resume=None if checkpoint is None else checkpoint.state["logger"],
+            resume=None if checkpoint is None else checkpoint.state["logger"], wandb=self.wandb,
         )  # fmt: skip
         del checkpoint
         try:
@@ -335,6 +341,8 @@ class Trainer:
         bar = tqdm(
             total=self.config.num_train_frames, initial=self.frame, unit="frame", dynamic_ncols=True,
             disable=not self.config.progress, mininterval=1.0,
+            # no tqdm rate: the fps in the postfix is the one figure, the same as time/fps
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
         )  # fmt: skip
         self.sampler = PrefetchingSampler(self.replay, self.config.batch_size, self.device,
                                           background=self.config.prefetch)  # fmt: skip
@@ -363,7 +371,7 @@ class Trainer:
             if (self.frame % cfg.eval_every_frames == 0 or last) and c.last_eval_frame != self.frame:
                 with self.stopwatch.time("eval"):
                     self.evaluate()
-                bar.set_postfix(eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}", refresh=False)
+                self._say_evaluation(bar)
             if last:
                 self._log_probes()
                 if c.last_save_frame != self.frame or latest_checkpoint(self.run_dir) is None:
@@ -469,6 +477,29 @@ class Trainer:
             "train/buffer_size": len(self.replay),
         }, self.frame)  # fmt: skip
 
+    def _set_postfix(self, bar: tqdm) -> None:
+        """The bar's one fps figure (the last log window's), the last evaluation and the replay ratio."""
+        c = self.counters
+        bar.set_postfix(fps=f"{self._fps:.1f}" if self._fps is not None else "-",
+                        eval=f"{c.last_eval_return:.4g}", rr=f"{self.rr.value:g}", refresh=False)  # fmt: skip
+
+    def _say_evaluation(self, bar: tqdm) -> None:
+        """One console line per evaluation: frame, mean ± std return, fps, elapsed, RR, critic FAU."""
+        self._set_postfix(bar)
+        if self.counters.last_eval_frame != self.frame:  # evaluation off
+            return
+        elapsed = time.perf_counter() - self._started
+        fau = "" if self.monitor is None else self.monitor.signals().get("critic/fau")
+        parts = [
+            f"eval at frame {self.frame:,}: return {self.counters.last_eval_return:.4g} ± {self._eval_std:.3g}",
+            "fps -" if self._fps is None else f"{self._fps:.1f} fps",
+            f"elapsed {_clock(elapsed)}",
+            f"rr {self.rr.value:g}",
+        ]
+        if isinstance(fau, float):
+            parts.append(f"critic FAU {fau:.3f}")
+        tqdm.write("rlplastic: " + " | ".join(parts))
+
     def _log_probes(self) -> None:
         """Log every probe since the last call at the frame it was measured at, with its figures."""
         if self.monitor is None:
@@ -504,8 +535,8 @@ class Trainer:
         floats = self.logger.scalars(values, self.frame)
         if self.config.check_finite:
             self._check_finite(floats)
-        bar.set_postfix(fps=f"{floats['time/fps']:.0f}", eval=f"{c.last_eval_return:.1f}", rr=f"{self.rr.value:g}",
-                        refresh=False)  # fmt: skip
+        self._fps = floats["time/fps"]
+        self._set_postfix(bar)
         c.last_log_frame = self.frame
         self.logger.update_layout(self.frame)
         self.logger.flush()
@@ -534,6 +565,7 @@ class Trainer:
         mean_return = float(np.mean(returns))
         self.counters.last_eval_return = mean_return
         self.counters.last_eval_frame = self.frame
+        self._eval_std = float(np.std(returns))
         values = {
             "eval/episode_reward": mean_return,
             "eval/episode_reward_std": float(np.std(returns)),
@@ -655,3 +687,10 @@ def _named_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Ten
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for _, t in _named_tensors(tree)]
+
+
+def _clock(seconds: float) -> str:
+    """``1h02m03s`` / ``2m03s`` / ``3s``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -321,3 +321,17 @@ def test_module_imports_without_wandb() -> None:
     code = "import sys; sys.modules['wandb'] = None; import rlplastic.wandb_sink; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_training_run_with_logger_wandb_mirrors_its_csv(wandb_env: None, tmp_path: Path) -> None:
+    """End to end through train.py's code: ``logger.wandb=true`` puts every CSV row into the offline W&B run."""
+    import train
+    from tests.test_trainer import STATES, compose_config
+
+    cfg = compose_config([*STATES, "num_train_frames=2000", "eval_every_frames=1000", "num_eval_episodes=1",
+                          "logger.wandb=true", "logger.wandb_mode=offline", f"run_dir={tmp_path}"])  # fmt: skip
+    assert train.run(cfg)["status"] == "complete"
+    history = _scalars_only(read_run_history(tmp_path, run_id_for(tmp_path)))
+    csv = read_scalars_csv(tmp_path / "scalars.csv")
+    assert history == {tag: rows for tag, rows in csv.items()}
+    assert {"train/critic_loss", "eval/episode_reward", "plasticity/critic/fau", "rr/value"} <= set(history)
