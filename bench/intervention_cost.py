@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.drqv2 import DrQV2Agent  # noqa: E402
+from bench.pixel_batches import random_batch  # noqa: E402
 from rlplastic.augment import RandomShift  # noqa: E402
 from rlplastic.interventions.intervention_set import InterventionSet  # noqa: E402
 from rlplastic.replay import Batch  # noqa: E402
@@ -54,15 +55,6 @@ FIRINGS = {
 def make_agent(args: argparse.Namespace) -> DrQV2Agent:
     torch.manual_seed(args.seed)
     return DrQV2Agent((9, 84, 84), (6,), device=args.device, augmentation=RandomShift(4), num_expl_steps=0)
-
-
-def random_batch(batch_size: int, device: str, seed: int) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randint(0, 256, (batch_size, 9, 84, 84), generator=g, dtype=torch.uint8)
-    next_obs = torch.randint(0, 256, (batch_size, 9, 84, 84), generator=g, dtype=torch.uint8)
-    action = torch.rand(batch_size, 6, generator=g) * 2 - 1
-    reward, discount = torch.rand(batch_size, 1, generator=g), torch.full((batch_size, 1), 0.99)
-    return Batch(*(t.to(device) for t in (obs, action, reward, discount, next_obs)))
 
 
 class RandomReplay:
