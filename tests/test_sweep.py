@@ -107,3 +107,20 @@ def _rr(experiment: str, rr: str) -> dict:
 
     cfg = compose_config([f"+experiment={experiment}", f"rr={rr}"])
     return OmegaConf.to_container(cfg.rr, resolve=True)
+
+
+@pytest.mark.parametrize(("experiment", "seeds"), [("continual_plasticity", 5), ("continual_plasticity_smoke", 1)])
+def test_the_continual_plasticity_grid_varies_aug_rr_nc_reg_and_sam(experiment, seeds):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = _hydra_config([f"+experiment={experiment}"]).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+    grid = {o.key_or_group: [str(v) for v in (o.sweep_iterator() if o.is_sweep_override() else [o.value()])]
+            for o in parsed}  # fmt: skip
+    assert grid["aug"] == ["shift", "none"] and grid["rr"] == ["static", "static_2", "adaptive"]
+    assert grid["intervention"] == ["none", "nc_reg", "sam", "['nc_reg', 'sam']"] and len(grid["seed"]) == seeds
+    for intervention in ("none", "nc_reg", "sam", "[nc_reg,sam]"):  # every grid point is a valid run
+        cfg = compose_config([f"+experiment={experiment}", f"intervention={intervention}", "aug=none", "rr=adaptive"])
+        train.validate(cfg)
+        assert cfg.task_name == "continual_walker" and cfg.monitor.name == "full"
+        assert set(cfg.intervention) == ({"nc_reg", "sam"} & set(intervention.strip("[]").split(",")))
