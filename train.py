@@ -429,5 +429,32 @@ def main(cfg: DictConfig) -> None:
         sys.exit(INTERRUPTED_EXIT.get(signum, 128 + int(signum)))
 
 
+#: Config groups a command line picks an option of (``task=cheetah_run``, ``+experiment=aug_rr_smoke``).
+CHOICE_GROUPS = ("task", "agent", "aug", "rr", "monitor", "intervention", "experiment")
+
+
+def check_group_choices(argv: list[str]) -> str | None:
+    """The one-line error for a config-group option that does not exist (``task=cheetah_fly``), else ``None``.
+
+    Hydra reports these itself, over several lines, before any of this file's code runs; checking the
+    command line first gives the same one-line error as every other bad value. Sweep lists
+    (``aug=shift,none``) and intervention lists (``intervention=[redo,l2_init]``) are checked item by item.
+    """
+    configs = Path(__file__).resolve().parent / "configs"
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in CHOICE_GROUPS or any(c in value for c in "(){}$"):
+            continue
+        names = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        options = sorted(p.stem for p in (configs / key).glob("*.yaml"))
+        unknown = [name for name in names if name not in options and name != "null"]
+        if unknown:
+            return f"{key}={unknown[0]} is not an option of {key}: choose one of {options}"
+    return None
+
+
 if __name__ == "__main__":
+    problem = check_group_choices(sys.argv[1:])
+    if problem is not None:
+        sys.exit(f"rlplastic: error: {problem}")
     main()

@@ -114,3 +114,18 @@ def test_provenance_records_command_code_and_versions(tmp_path):
     assert start["packages"]["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
     assert start["resumed_from_frame"] is None and isinstance(start["argv"], list)
     assert start["code"]["commit"] is None or len(start["code"]["commit"]) == 40
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["task=cheetah_fly"], "task=cheetah_fly is not an option of task: choose one of ['acrobot_swingup'"),
+        (["aug=shift,flip"], "aug=flip is not an option of aug: choose one of ['none', 'shift']"),
+        (["intervention=[redo,l3]"], "intervention=l3 is not an option of intervention"),
+        (["+experiment=nope"], "experiment=nope is not an option of experiment"),
+        (["task=walker_walk", "aug=none", "rr=static,adaptive", "intervention=[redo,l2_init]", "seed=3"], None),
+    ],
+)
+def test_an_unknown_config_group_option_is_one_line_before_hydra_runs(argv, expected):
+    problem = train.check_group_choices(argv)
+    assert problem == expected if expected is None else problem.startswith(expected)
