@@ -27,8 +27,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.drqv2 import DrQV2Agent
-from envs.continual import SEQUENCES, make_continual_env
-from envs.dmc import TASKS, make_env
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
 from rlplastic.errors import RunError
@@ -42,6 +40,14 @@ from rlplastic.rundir import CONFIG_NAME, check_same_experiment, override_key, r
 from rlplastic.runlock import RunDirLock
 from rlplastic.system import tune_malloc
 from rlplastic.trainer import Trainer, TrainerConfig
+
+try:
+    from envs.continual import SEQUENCES, make_continual_env
+    from envs.dmc import TASKS, make_env
+except RuntimeError as _import_error:  # mujoco refuses an unknown MUJOCO_GL as soon as it is imported
+    if __name__ != "__main__":
+        raise
+    sys.exit(f"rlplastic: error: {_import_error}: use MUJOCO_GL=egl (headless), osmesa (software) or glfw (display)")
 
 AGENTS = {"drqv2": DrQV2Agent}
 EVAL_SEED_OFFSET = 1000

@@ -4,7 +4,7 @@
     python bench/fault_soak.py bad-inputs                  # every bad input of BAD_INPUTS through train.py
 
 ``kills``: one uninterrupted reference run, then the same run SIGKILLed at uniformly random moments
-(after a random 1–8 s) and re-run each time until it finishes; prints how many kills landed, whether
+(after a random 2–20 s) and re-run each time until it finishes; prints how many kills landed, whether
 every re-run resumed, and whether the final CSV and TensorBoard rows (all tags but ``time/*``) equal
 the reference's. ``bad-inputs``: each entry must exit non-zero with one ``rlplastic: error:`` line that
 contains the expected words and no traceback; prints a table and the totals. Figures go in issue notes,
@@ -53,7 +53,7 @@ BAD_INPUTS: list[tuple[list[str], dict[str, str], str]] = [
     (["rr=warp"], {}, "warp"), (["stddev_schedule=fast"], {}, "schedule"), (["lr=-1"], {}, "lr"),
     (["intervention=redo", "intervention.redo.period=0"], {}, "intervention.redo"),
     (["intervention=redo", "intervention.redo.tau=2"], {}, "intervention.redo"),
-    (["intervention=nope"], {}, "nope"), (["intervention=reset"], {}, "intervention.reset"),
+    (["intervention=nope"], {}, "nope"), (["intervention=reset", "intervention.reset.trigger=null"], {}, "intervention.reset"),
     (["monitor=full", "monitor.probe_every_updates=-1"], {}, "probe_every_updates"),
     (["monitor.metrics=[fau,nonsense]"], {}, "nonsense"), (["num_threads=0"], {}, "num_threads"),
     (["obs_type=pixels", "aug=shift", "save_video=true"], {"MUJOCO_GL": "glfw", "DISPLAY": ""}, "MUJOCO_GL=glfw"),
@@ -87,7 +87,7 @@ def kills(count: int, seed: int) -> int:
         while True:
             proc = cli(run_dir, [])
             if landed < count:
-                delay = rng.uniform(1.0, 8.0)
+                delay = rng.uniform(2.0, 20.0)
                 try:
                     proc.wait(timeout=delay)
                 except subprocess.TimeoutExpired:

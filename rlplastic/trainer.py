@@ -35,7 +35,7 @@ from rlplastic.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlplastic.errors import NonFiniteError
+from rlplastic.errors import NonFiniteError, RunError
 from rlplastic.logger import Logger, RunningMeans
 from rlplastic.replay import ReplayBuffer
 from rlplastic.replay_prefetch import PrefetchingSampler
@@ -401,11 +401,23 @@ class Trainer:
                 self.metric_window.add(self.agent.update(batch, self.counters.step))
             if self.monitor is not None:
                 with self.stopwatch.time("monitor"):
-                    self.monitor.after_update(self.agent, self.replay, self.counters.step)
+                    self._monitor_update()
             if self.interventions is not None:
                 self.metric_window.add(self.interventions.train_metrics())
                 with self.stopwatch.time("intervention"):
                     self._log_events(self.interventions.after_update(self.replay, self.device))
+
+    def _monitor_update(self) -> None:
+        try:
+            self.monitor.after_update(self.agent, self.replay, self.counters.step)
+        except torch.linalg.LinAlgError as err:  # a probe's decomposition of degenerate (diverged) features
+            if self.config.check_finite:
+                self._check_agent_finite()  # a NaN/Inf parameter is the clearer message
+            raise RunError(
+                f"the plasticity monitor's probe failed at frame {self.frame} ({str(err).splitlines()[0][:120]}): "
+                f"the networks' features are degenerate, which usually means training diverged (check lr); "
+                f"{self._last_good()}. monitor=off runs without probes"
+            ) from None
 
     def _act(self, obs: np.ndarray, eval_mode: bool) -> np.ndarray:
         action = self.agent.act(obs, self.counters.step, eval_mode=eval_mode)
@@ -413,11 +425,14 @@ class Trainer:
             self._non_finite(f"the {'evaluation' if eval_mode else 'training'} action {action.tolist()}")
         return action
 
-    def _non_finite(self, what: str) -> None:
+    def _last_good(self) -> str:
         last = latest_checkpoint(self.run_dir)
-        good = f"the last good checkpoint is {last.file} (frame {last.frame})" if last else "no checkpoint was written"
+        return f"the last good checkpoint is {last.file} (frame {last.frame})" if last else "no checkpoint was written"
+
+    def _non_finite(self, what: str) -> None:
         raise NonFiniteError(
-            f"{what} is not finite at frame {self.frame}: training diverged (a learning rate too high?); {good}. "
+            f"{what} is not finite at frame {self.frame}: training diverged (a learning rate too high?); "
+            f"{self._last_good()}. "
             "Fix the cause and start a new run dir, or resume from that checkpoint with other settings "
             "(check_finite=false turns this check off)"
         )
@@ -427,6 +442,10 @@ class Trainer:
         bad = sorted(tag for tag, value in floats.items() if tag.startswith("train/") and not np.isfinite(value))
         if bad:
             self._non_finite(f"the train metric {bad[0]} (window mean, {floats[bad[0]]})")
+        self._check_agent_finite()
+
+    def _check_agent_finite(self) -> None:
+        """Stop when a parameter or optimizer state of the agent is NaN/Inf (one host sync for all tensors)."""
         tensors = [t for t in _tensors(self.agent.state_dict()) if t.is_floating_point()]
         if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
             names = [name for name, t in _named_tensors(self.agent.state_dict()) if t.is_floating_point()
