@@ -26,9 +26,10 @@ from rlplastic.logger import read_scalars_csv, read_tb_scalars
 from tests.test_trainer import STATES, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# 2000 agent steps, a checkpoint every 200, so a killed process always has checkpoints left to make.
-RUN = [*STATES, "num_train_frames=4000", "eval_every_frames=1000", "num_eval_episodes=1", "save_every_frames=400",
-       "log_every_frames=200"]  # fmt: skip
+# 1000 agent steps (500 of them updating), a checkpoint every 100, so a killed process always has checkpoints
+# left to make.
+RUN = [*STATES, "num_train_frames=2000", "eval_every_frames=500", "num_eval_episodes=1", "save_every_frames=200",
+       "log_every_frames=100"]  # fmt: skip
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -94,10 +95,10 @@ def test_an_exception_at_every_step_of_the_commit_then_resume_gives_the_same_log
         inject(f"{point}@1:raise")
         with pytest.raises(RuntimeError, match=f"injected fault at {point}"):
             run_in_process(run_dir)
-        assert load_checkpoint(run_dir).record.frame == 4000
+        assert load_checkpoint(run_dir).record.frame == 2000
     inject(None)
     summary = run_in_process(run_dir)
-    assert summary["status"] == "complete" and summary["resumed_from_frame"] == 4000
+    assert summary["status"] == "complete" and summary["resumed_from_frame"] == 2000
     assert_same_logs(run_dir, reference)
 
 
@@ -144,7 +145,7 @@ def test_sigkill_at_twelve_points_then_resume_gives_the_same_logs(tmp_path, refe
     final = _cli(run_dir)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err[-2000:]
-    assert '"resumed_from_frame": 4000' in out  # the final evaluation was not repeated
+    assert '"resumed_from_frame": 2000' in out  # the final evaluation was not repeated
     assert_same_logs(run_dir, reference)
 
 
@@ -153,7 +154,7 @@ def test_a_signal_checkpoints_exits_with_the_shell_code_and_resumes(tmp_path, re
     run_dir = tmp_path / "run"
     proc = _cli(run_dir)
     deadline = time.monotonic() + 300
-    while _pointer_frame(run_dir) < 1200:
+    while _pointer_frame(run_dir) < 1200:  # past the seed frames: updates have begun
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     proc.send_signal(sig)
@@ -170,18 +171,19 @@ def test_a_signal_checkpoints_exits_with_the_shell_code_and_resumes(tmp_path, re
 
 def test_a_corrupt_newest_checkpoint_resumes_from_the_previous_one(tmp_path, reference, inject, capsys):
     run_dir = tmp_path / "run"
-    inject("payload_write@3:raise")  # two committed checkpoints (frames 400 and 800), then a crash
+    inject("payload_write@3:raise")  # two committed checkpoints (frames 200 and 400), then a crash
     with pytest.raises(RuntimeError):
         run_in_process(run_dir)
     newest = run_dir / json.loads((run_dir / POINTER_NAME).read_text())["current"]["file"]
     data = bytearray(newest.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # same size, other bytes
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])  # same size, other bytes
     newest.write_bytes(bytes(data))
     inject(None)
     summary = run_in_process(run_dir)
-    assert summary["resumed_from_frame"] == 400
+    assert summary["resumed_from_frame"] == 200
     err = capsys.readouterr().err
-    assert f"skipped {newest.name} (frame 800)" in err and "does not match its checksum" in err
+    assert f"skipped {newest.name} (frame 400)" in err and "does not match its checksum" in err
     assert_same_logs(run_dir, reference)
 
 
@@ -207,21 +209,21 @@ def test_a_non_finite_loss_stops_the_run_naming_metric_frame_and_checkpoint(tmp_
     trainer = _trainer(tmp_path)
     update, calls = trainer.agent.update, []
 
-    def nan_after_300(batch, step):
+    def nan_after_200(batch, step):
         metrics = update(batch, step)
         calls.append(step)
-        if len(calls) >= 300:  # updates start at step 500; update 300 is at step 1098, frame 2196
+        if len(calls) >= 200:  # updates start at step 500; update 200 is at step 898, frame 1796
             metrics["critic_loss"] = metrics["critic_loss"] * float("nan")
         return metrics
 
-    trainer.agent.update = nan_after_300
+    trainer.agent.update = nan_after_200
     with pytest.raises(NonFiniteError) as caught:
         trainer.run()
     message = str(caught.value)
-    assert message.startswith("the train metric train/critic_loss (window mean, nan) is not finite at frame 2200")
-    assert "the last good checkpoint is checkpoint-000005-frame2000.pt (frame 2000)" in message
-    assert load_checkpoint(tmp_path).record.frame == 2000  # nothing was saved after it
-    assert max(frame for frame, _ in read_scalars_csv(tmp_path / "scalars.csv")["train/critic_loss"]) == 2200
+    assert message.startswith("the train metric train/critic_loss (window mean, nan) is not finite at frame 1800")
+    assert "the last good checkpoint is checkpoint-000008-frame1600.pt (frame 1600)" in message
+    assert load_checkpoint(tmp_path).record.frame == 1600  # nothing was saved after it
+    assert max(frame for frame, _ in read_scalars_csv(tmp_path / "scalars.csv")["train/critic_loss"]) == 1800
 
 
 def test_a_non_finite_parameter_stops_the_run_naming_it(tmp_path):
