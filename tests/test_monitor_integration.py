@@ -359,7 +359,8 @@ def test_probes_are_reproducible_and_cover_every_metric():
     expected |= {f"critic/{metric}" for metric in ("grad_norm", "hessian_max", "hessian_min", "hessian_directions",
                                                    "hessian_trace", "hessian_trace_se", "sharpness",
                                                    "last_layer_lambda_max", "last_layer_srank", "nc1", "nc2_equinorm",
-                                                   "nc2_equiangular", "nc3", "nc4", "nrc1")}  # fmt: skip
+                                                   "nc2_equiangular", "nc3", "nc4", "nrc1", "fit_loss",
+                                                   "fit_auc")}  # fmt: skip
     assert set(values[0]) == expected
     assert all(isinstance(v, float) and np.isfinite(v) for v in values[0].values())
     assert values[0]["critic/drift"] == 0.0  # nothing trained since attach
@@ -510,7 +511,7 @@ def expected_tags() -> set[str]:
         tags |= {f"plasticity/{features}/{m}" for m in ("srank", "erank", "feature_norm")}
     critic = ("grad_norm", "hessian_max", "hessian_min", "hessian_directions", "hessian_trace", "hessian_trace_se",
               "last_layer_lambda_max", "last_layer_srank", "sharpness",
-              "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")  # fmt: skip
+              "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1", "fit_loss", "fit_auc")  # fmt: skip
     return tags | {f"plasticity/critic/{m}" for m in critic}
 
 
