@@ -10,6 +10,7 @@ apart) and times what the fitting adds: the targets (a fresh critic built and ru
 projection) and the k Adam steps of :func:`rlplastic.monitor.fitting.fit_targets` on a copy of the critic.
 The defaults of ``--steps`` and ``--target`` are read from ``configs/monitor/default.yaml``. Each part is
 timed ``--repeats`` times (the first run, which imports and warms up, is dropped); the median is printed.
+One training update (``agent.update`` on the same batch) is timed too, to give the cost in updates.
 Figures are printed, never asserted.
 """
 
@@ -72,7 +73,7 @@ def main() -> None:
         torch.randint(0, 256, (n, 9, 84, 84), generator=g, dtype=torch.uint8).to(device),
         (torch.rand(n, 6, generator=g) * 2 - 1).to(device),
         torch.rand(n, 1, generator=g).to(device),
-        torch.full((n, 1), 0.99 ** 3).to(device),
+        torch.full((n, 1), 0.99**3).to(device),
         torch.randint(0, 256, (n, 9, 84, 84), generator=g, dtype=torch.uint8).to(device),
     )
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -98,13 +99,16 @@ def main() -> None:
         timed(lambda: fit_targets(agent.critic, inputs, targets, args.steps, args.lr, args.fit_batch, generator)),
         args.repeats,
     )
+    # one training update on the same batch, for scale (last: it moves the agent off its initial point)
+    update_s, _ = median_time(timed(lambda: agent.update(batch, step=0)), args.repeats)
     params = sum(p.numel() for p in agent.critic.parameters())
     print(f"device {device}, torch threads {torch.get_num_threads()}, critic {params / 1e6:.2f} M parameters "
           f"(trunk input {agent.encoder.repr_dim}), probe batch {n}, fit batch {args.fit_batch or n}")  # fmt: skip
     print(f"critic_probe (shared with the other probe metrics): {probe_s:.3f} s")
     print(f"targets ({args.target}): {target_s:.3f} s")
     print(f"fit, k = {args.steps} Adam steps: {fit_s:.3f} s ({fit_s / max(args.steps, 1) * 1e3:.1f} ms per step)")
-    print(f"fitting adds per probe: {target_s + fit_s:.3f} s")
+    print(f"fitting adds per probe: {target_s + fit_s:.3f} s = {(target_s + fit_s) / update_s:.1f} DrQ-v2 updates "
+          f"(one update on this batch: {update_s:.3f} s)")  # fmt: skip
     print(f"fit_loss {result.loss:.4f}, fit_auc {result.auc:.4f} (fresh agent)")
 
 

@@ -38,7 +38,9 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
   ``last_layer_lambda_max`` and ``last_layer_srank``.
 * Neural collapse of the critic penultimate features with K equal-count quantile bins of the TD
   target as classes: ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4``, ``nrc1``; the
-  protocol is documented in :mod:`rlplastic.monitor.collapse`.
+  protocol is documented in :mod:`rlplastic.monitor.collapse`. With ``collapse_recent`` the same
+  metrics also on the newest ``probe_batch_size`` transitions of the replay (``replay.recent``), as
+  ``<metric>_recent``: the data the critic has trained on least.
 * Target fitting, plasticity measured directly: a deep copy of the critic (hooks, ``.grad`` and the
   optimizer left behind) takes ``fit_steps`` Adam steps on the probe's frozen encoder features and
   actions to add fresh standardised targets to its outputs; ``fit_loss`` is the normalised final loss
@@ -137,6 +139,8 @@ PHASES: dict[str, tuple[str, ...]] = {"critic_update": ("encoder", "critic"), "a
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
+# Offset of the torch seed of the recent-data collapse pass from the probe's seed.
+_RECENT_STREAM = 0x726563656E74  # "recent"
 
 
 @dataclass
@@ -182,6 +186,11 @@ class MonitorConfig:
             10%), which ``hessian_trace_se`` shows (``bench/curvature_cost.py``).
         sharpness_rho: radius ρ of the sharpness ascent step.
         nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
+        collapse_recent: also measure the enabled collapse metrics on the newest ``probe_batch_size``
+            transitions of the replay (``replay.recent``), the data the critic has trained on least, as
+            ``critic/<metric>_recent`` (Hui et al. 2022: collapse on training data and on fresh data
+            differ). One more ``critic_probe`` forward per probe; NaN while the replay holds fewer than
+            ``nc_bins`` transitions.
         fit_steps: k, the Adam steps of the target-fitting probe (``fit_loss``, ``fit_auc``; protocol in
             :mod:`rlplastic.monitor.fitting`): a deep copy of the critic, on the probe's frozen encoder
             features and actions, learns to add fresh standardised targets to its outputs. 0 takes no
@@ -218,6 +227,7 @@ class MonitorConfig:
     hutchinson_probes: int = 10
     sharpness_rho: float = 0.05
     nc_bins: int = 10
+    collapse_recent: bool = False
     fit_steps: int = 50
     fit_lr: float | None = None
     fit_batch: int | None = None
@@ -271,6 +281,8 @@ class MonitorConfig:
             )
         if self.fit_target not in FIT_TARGETS:
             raise ValueError(f"monitor.fit_target={self.fit_target!r} is not one of {list(FIT_TARGETS)}")
+        if not isinstance(self.collapse_recent, bool):
+            raise ValueError(f"monitor.collapse_recent={self.collapse_recent!r} must be true or false")
         if not isinstance(self.figures, bool):
             raise ValueError(f"monitor.figures={self.figures!r} must be true or false")
         if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
@@ -374,6 +386,14 @@ def _first_call(module: nn.Module, layers: Mapping[str, nn.Module]) -> Iterator[
             yield capture
         finally:
             handle.remove()
+
+
+def _seed_torch(seed: int, device: torch.device) -> None:
+    """Seed torch's CPU generator (and ``device``'s, when it is a GPU) with ``seed``."""
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 def _reinitialised(module: nn.Module) -> nn.Module:
@@ -624,6 +644,7 @@ class PlasticityMonitor:
         if "critic" in self._modules:  # _critic_metrics writes critic/<metric> for each enabled one
             critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS)
             keys += [f"critic/{metric}" for metric in critic if metric in metrics]
+            keys += [f"critic/{metric}_recent" for metric in self._recent_collapse_metrics()]
         return keys
 
     # -- probe ------------------------------------------------------------------------------------
@@ -650,6 +671,8 @@ class PlasticityMonitor:
                     torch.cuda.manual_seed(seed)
             batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
             values = self._measure(agent, batch, step, seed, figures)
+            if self._recent_collapse_metrics():
+                values.update(self._recent_collapse(agent, replay, step, seed))
         scalars = {f"plasticity/{key}": value for key, value in values.items()}
         images: dict[str, np.ndarray] = {}
         if figures is not None:
@@ -770,6 +793,27 @@ class PlasticityMonitor:
             )
             out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
         return {k: float(v) for k, v in out.items()}
+
+    def _recent_collapse_metrics(self) -> list[str]:
+        """The collapse metrics measured on recent data too (``collapse_recent``), in :data:`COLLAPSE_METRICS` order."""
+        if not self.config.collapse_recent or "critic" not in self._modules:
+            return []
+        return [metric for metric in COLLAPSE_METRICS if metric in self._metrics]
+
+    def _recent_collapse(self, agent: Any, replay: Any, step: int, seed: int) -> dict[str, float]:
+        """``critic/<metric>_recent``: neural collapse on the newest transitions of the replay (own torch seed)."""
+        cfg, metrics = self.config, self._recent_collapse_metrics()
+        batch = replay.recent(cfg.probe_batch_size, self._device)
+        # the augmentation and TD-target noise of this pass do not depend on what the other metrics drew
+        _seed_torch((seed + _RECENT_STREAM) % 2**63, self._device)
+        probe = agent.critic_probe(batch, step)
+        penultimate = probe.features.get("critic_penultimate")
+        if penultimate is None or penultimate.shape[0] < cfg.nc_bins:
+            return {f"critic/{metric}_recent": float("nan") for metric in metrics}
+        collapse = neural_collapse(
+            penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
+        )
+        return {f"critic/{metric}_recent": float(collapse[metric]) for metric in metrics}
 
     def _fit_metrics(self, agent: Any, probe: Any, seed: int) -> dict[str, float]:
         """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
