@@ -173,3 +173,22 @@ def test_targets_are_standardised_and_copies_carry_no_hooks_or_grads():
 def test_config_errors_name_the_key(key, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         make_monitor(probe_batch_size=PROBE, **{key: value})
+
+
+def test_the_target_function_is_the_same_at_every_probe_and_for_every_monitor_with_the_seed():
+    agent = tiny_agent("states")
+    monitor = fit_monitor(fit_steps=3)
+    monitor.attach(agent)
+    monitor.probe(agent, BatchReplay(), step=0)
+    net = monitor._fit_target_net
+    monitor.probe(agent, BatchReplay(), step=1)
+    assert monitor._fit_target_net is net and not any(p.requires_grad for p in net.parameters())
+    other = fit_monitor(fit_steps=3)  # a new monitor (as after a resume) builds the same network
+    other.attach(agent)
+    other.probe(agent, BatchReplay(), step=0)
+    state = other._fit_target_net.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    reseeded = fit_monitor(fit_steps=3, seed=1)
+    reseeded.attach(agent)
+    reseeded.probe(agent, BatchReplay(), step=0)
+    assert not torch.equal(reseeded._fit_target_net.Q1[0].weight, net.Q1[0].weight)

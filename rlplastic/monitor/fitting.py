@@ -19,7 +19,9 @@ and concatenated (DrQ-v2's twin Q heads: m = 2).
    (population statistics): ``fresh_network`` (:func:`fresh_network_targets`): the outputs of a freshly
    initialised network of the same architecture, a target of the kind the network was built to fit;
    ``random_projection`` (:func:`random_projection_targets`): X·W with a Gaussian W (a linear target that
-   needs no second network).
+   needs no second network). The monitor draws the target function (the fresh network's weights, W) from
+   its own seed alone, so it is the same function at every probe of a run: the probes differ only in the
+   critic and the probe batch.
 3. **Residual regression.** The copy is trained to add y to what it computes now: its regression goal
    is f₀(X) + y, where f₀ is the copy's output before training, with the loss
    ℓ_t = mean((f_t(X) − f₀(X) − y)²) / mean(y²). Measuring the *change* the network makes, rather than

@@ -139,6 +139,8 @@ PHASES: dict[str, tuple[str, ...]] = {"critic_update": ("encoder", "critic"), "a
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
+# Offset of the fitting probe's seeds (target function, minibatches) from the monitor's and the probe's seed.
+_FIT_STREAM = 0x666974  # "fit"
 # Offset of the torch seed of the recent-data collapse pass from the probe's seed.
 _RECENT_STREAM = 0x726563656E74  # "recent"
 
@@ -455,6 +457,7 @@ class PlasticityMonitor:
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
+        self._fit_target_net: nn.Module | None = None  # the fitting probe's target network (built at its first use)
 
     # -- trainer protocol -------------------------------------------------------------------------
 
@@ -819,16 +822,22 @@ class PlasticityMonitor:
         """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
         cfg, critic, inputs = self.config, self._modules["critic"], probe.critic_inputs
         device = inputs[0].device
-        # its own stream, apart from the curvature generator seeded with the same probe seed
-        generator = torch.Generator(device=device).manual_seed((seed + 0x666974) % 2**63)  # "fit"
+        # The target *function* is the same at every probe of a run (drawn from the monitor seed alone), so
+        # the probes compare like with like; the fresh critic is built once and kept (rebuilt identically
+        # after a resume). Minibatches draw from the probe's own seed.
+        target_seed = (cfg.seed + _FIT_STREAM) % 2**63
         if cfg.fit_target == "fresh_network":
-            fresh = agent.fresh_module("critic") if hasattr(agent, "fresh_module") else _reinitialised(critic)
-            targets = fresh_network_targets(fresh, inputs)
-            del fresh
+            if self._fit_target_net is None:
+                _seed_torch(target_seed, self._device)
+                fresh = agent.fresh_module("critic") if hasattr(agent, "fresh_module") else _reinitialised(critic)
+                self._fit_target_net = detached_copy(fresh).requires_grad_(False)
+            targets = fresh_network_targets(self._fit_target_net, inputs)
         else:
             with torch.no_grad():
                 num_outputs = flat_outputs(critic, inputs).shape[1]
-            targets = random_projection_targets(inputs, num_outputs, generator)
+            projection = torch.Generator(device=device).manual_seed(target_seed)
+            targets = random_projection_targets(inputs, num_outputs, projection)
+        generator = torch.Generator(device=device).manual_seed((seed + _FIT_STREAM) % 2**63)
         result = fit_targets(critic, inputs, targets, cfg.fit_steps, self._fit_lr(agent), cfg.fit_batch, generator)
         out = {"critic/fit_loss": result.loss, "critic/fit_auc": result.auc}
         return {k: v for k, v in out.items() if k.partition("/")[2] in self._metrics}
