@@ -455,6 +455,7 @@ class DrQV2Agent:
             q=q1.squeeze(-1),
             head_weight=head.weight.detach().squeeze(0),
             head_bias=head.bias.detach().squeeze(0),
+            critic_inputs=(features, action),
         )
 
     # -- helpers --------------------------------------------------------------------------------

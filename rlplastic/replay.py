@@ -348,6 +348,32 @@ class ReplayBuffer:
             self._run_guard()
         return self._batch(self._draw_indices(int(batch_size), self._rng if rng is None else rng), device)
 
+    def recent(self, batch_size: int, device: torch.device | str = "cpu") -> Batch:
+        """The newest ``batch_size`` sampleable transitions, oldest first (all of them when fewer exist).
+
+        Read-only and deterministic: no generator is drawn from, so the training sample stream is untouched.
+        For measurements on the data the agent has trained on least (e.g. the plasticity monitor's
+        collapse on recent data).
+
+        :param batch_size: The most transitions to return (> 0).
+        :param device: Device of the returned tensors.
+        :raises ValueError: when no transition is sampleable yet.
+        """
+        if not _is_int(batch_size) or batch_size <= 0:
+            raise ValueError(f"batch_size must be an int > 0, got {batch_size!r}")
+        low, high = self._candidate_range()
+        window, t = int(batch_size), np.empty(0, dtype=np.int64)
+        while high >= low:  # widen the window back from the newest until it holds enough valid ones
+            start = max(low, high - window + 1)
+            t = np.arange(start, high + 1, dtype=np.int64)
+            t = t[self._is_sampleable(t)]
+            if t.size >= batch_size or start == low:
+                break
+            window *= 2
+        if t.size == 0:
+            raise ValueError(f"no sampleable transition: {self._num_written} steps written")
+        return self._batch(t[-int(batch_size):], device)
+
     def _slot_indices(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Storage slots a batch of transitions ``t`` reads, computed on the host.
 

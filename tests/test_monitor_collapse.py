@@ -169,3 +169,65 @@ def test_collapse_geometry_pads_a_missing_second_direction():
     g = collapse_geometry(h, torch.arange(4.0), torch.ones(1), num_bins=2)
     assert g["mean_xy"].shape == (2, 2) and torch.all(g["mean_xy"][:, 1] == 0)
     assert g["explained"].tolist() == [1.0, 0.0]
+
+
+# -- collapse on recent data (monitor.collapse_recent) ---------------------------------------------
+
+
+def _recent_replay(capacity: int = 100, frame_stack: int = 2):
+    """Two episodes (30 and 35 steps) of random 5-d states in a ring of ``capacity`` slots, nstep 3."""
+    from rlplastic.replay import ReplayBuffer
+
+    rng = np.random.default_rng(0)
+    replay = ReplayBuffer((5,), (2,), capacity=capacity, frame_stack=frame_stack, nstep=3, frame_dtype=np.float32,
+                          seed=0)  # fmt: skip
+    for length in (30, 35):
+        replay.add_first(rng.standard_normal(5).astype(np.float32))
+        for i in range(length):
+            frame = rng.standard_normal(5).astype(np.float32)
+            replay.add(rng.uniform(-1, 1, 2).astype(np.float32), float(rng.random()), 1.0, frame, last=i == length - 1)
+    return replay
+
+
+@pytest.mark.parametrize("capacity", [100, 40])  # 40: the ring has wrapped, the oldest steps are gone
+def test_replay_recent_returns_the_newest_sampleable_transitions(capacity):
+    replay = _recent_replay(capacity)
+    low, high = replay._candidate_range()
+    valid = [t for t in range(low, high + 1) if replay._is_sampleable(np.array([t]))[0]]  # brute force, one by one
+    rng_state = replay._rng.bit_generator.state
+    for k in (1, 7, len(valid), len(valid) + 10):
+        batch = replay.recent(k)
+        expected = replay._batch(np.array(valid[-k:], dtype=np.int64), "cpu")
+        assert batch.obs.shape[0] == min(k, len(valid))
+        assert all(torch.equal(a, b) for a, b in zip(batch, expected, strict=True))
+    assert replay._rng.bit_generator.state == rng_state  # the training stream is untouched
+    with pytest.raises(ValueError, match="batch_size"):
+        replay.recent(0)
+
+
+def test_recent_collapse_equals_neural_collapse_on_the_same_samples():
+    from rlplastic.monitor import MonitorConfig, PlasticityMonitor
+    from tests.factories import tiny_agent
+
+    # states (no augmentation) and zero policy noise: the probe's features and TD targets are deterministic
+    agent = tiny_agent("states", stddev_schedule=0.0)
+    replay = _recent_replay(frame_stack=1)
+    config = MonitorConfig(metrics=["collapse"], collapse_recent=True, probe_every_updates=0, probe_batch_size=24,
+                           nc_bins=4, figures=False)  # fmt: skip
+    monitor = PlasticityMonitor(config)
+    monitor.attach(agent)
+    values = monitor.probe(agent, replay, step=0)
+    assert set(monitor.expected_tags()) == {f"plasticity/{k}" for k in values} | {"time/probe_s"}
+
+    batch = replay.recent(24)
+    with torch.no_grad():  # the critic's penultimate features and the TD target, by hand
+        critic, actor = agent.critic, agent.actor
+        h = critic.Q1[:-1](torch.cat([critic.trunk(batch.obs), batch.action], dim=-1))
+        next_action = torch.tanh(actor.policy(actor.trunk(batch.next_obs))).clamp(-1 + 1e-6, 1 - 1e-6)
+        target = batch.reward + batch.discount * torch.min(*agent.critic_target(batch.next_obs, next_action))
+    head = critic.Q1[-1]
+    direct = neural_collapse(h, target.squeeze(-1), head.weight.squeeze(0), head.bias.squeeze(0), num_bins=4)
+    for metric, value in direct.items():
+        assert values[f"critic/{metric}_recent"] == pytest.approx(float(value), rel=1e-5, abs=1e-7)
+    # the replay batch of the ordinary probe is a uniform sample, so the two sets of values differ
+    assert values["critic/nc1_recent"] != values["critic/nc1"]

@@ -359,7 +359,8 @@ def test_probes_are_reproducible_and_cover_every_metric():
     expected |= {f"critic/{metric}" for metric in ("grad_norm", "hessian_max", "hessian_min", "hessian_directions",
                                                    "hessian_trace", "hessian_trace_se", "sharpness",
                                                    "last_layer_lambda_max", "last_layer_srank", "nc1", "nc2_equinorm",
-                                                   "nc2_equiangular", "nc3", "nc4", "nrc1")}  # fmt: skip
+                                                   "nc2_equiangular", "nc3", "nc4", "nrc1", "fit_loss",
+                                                   "fit_auc")}  # fmt: skip
     assert set(values[0]) == expected
     assert all(isinstance(v, float) and np.isfinite(v) for v in values[0].values())
     assert values[0]["critic/drift"] == 0.0  # nothing trained since attach
@@ -499,8 +500,9 @@ def test_monitor_configs_compose():
 # -- end to end -----------------------------------------------------------------------------------
 
 
-def expected_tags() -> set[str]:
-    """Every plasticity tag the full monitor logs for the pixel DrQ-v2 agent."""
+def expected_tags(recent: bool = False) -> set[str]:
+    """Every plasticity tag the monitor with every metric logs for the pixel DrQ-v2 agent (``recent``: and
+    ``collapse_recent``, as ``monitor=full``)."""
     tags = {"time/probe_s"}
     for module, layers in LAYERS.items():
         for metric in ("fau", "dormant"):
@@ -510,7 +512,9 @@ def expected_tags() -> set[str]:
         tags |= {f"plasticity/{features}/{m}" for m in ("srank", "erank", "feature_norm")}
     critic = ("grad_norm", "hessian_max", "hessian_min", "hessian_directions", "hessian_trace", "hessian_trace_se",
               "last_layer_lambda_max", "last_layer_srank", "sharpness",
-              "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")  # fmt: skip
+              "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1", "fit_loss", "fit_auc")  # fmt: skip
+    if recent:
+        critic += tuple(f"{m}_recent" for m in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1"))
     return tags | {f"plasticity/critic/{m}" for m in critic}
 
 
@@ -583,7 +587,7 @@ def test_end_to_end_every_probe_is_logged_at_its_frame_with_its_figures(full_mon
     run_dir, monitor = full_monitor_run
     scalars = read_scalars_csv(run_dir / "scalars.csv")
     logged = {tag for tag in scalars if tag.startswith("plasticity/") or tag in ("time/probe_s", "time/figures_s")}
-    assert logged == set(monitor.expected_tags()) == expected_tags() | {"time/figures_s"}
+    assert logged == set(monitor.expected_tags()) == expected_tags(recent=True) | {"time/figures_s"}
     assert all(np.isfinite(value) for tag in logged for _, value in scalars[tag])
     probe_frames = [80, 136, 200]  # updates 1, 8, 16 run at agent steps 10, 17, 25 (action repeat 8)
     assert [frame for frame, _ in scalars["plasticity/critic/nc1"]] == probe_frames

@@ -3,8 +3,8 @@ the metric building blocks.
 
 Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
 rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
-Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`,
-:mod:`~rlplastic.monitor.collapse`) may sync and return Python floats where noted; with ``figures`` on, a probe
+Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`, :mod:`~rlplastic.monitor.collapse`,
+:mod:`~rlplastic.monitor.fitting`) may sync and return Python floats where noted; with ``figures`` on, a probe
 also draws pictures (:mod:`~rlplastic.monitor.figures`). Each probe is one :class:`ProbeRecord`.
 """
 
@@ -32,6 +32,7 @@ from rlplastic.monitor.curvature import (
     spectrum_srank,
     spectrum_top,
 )
+from rlplastic.monitor.fitting import FitResult, fit_targets, fresh_network_targets, random_projection_targets
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
 from rlplastic.monitor.monitor import (
     METRIC_GROUPS,
@@ -58,6 +59,7 @@ __all__ = [
     "METRIC_GROUPS",
     "MODULES",
     "ActivationCapture",
+    "FitResult",
     "HessianOperator",
     "LanczosResult",
     "MonitorConfig",
@@ -75,6 +77,8 @@ __all__ = [
     "fau",
     "fau_over_layers",
     "feature_norm",
+    "fit_targets",
+    "fresh_network_targets",
     "grad_norm",
     "hessian_lanczos",
     "hutchinson_trace",
@@ -86,6 +90,7 @@ __all__ = [
     "neural_collapse",
     "param_distance",
     "quantile_bins",
+    "random_projection_targets",
     "relu_layers",
     "sharpness",
     "singular_values",

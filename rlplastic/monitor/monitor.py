@@ -38,7 +38,13 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
   ``last_layer_lambda_max`` and ``last_layer_srank``.
 * Neural collapse of the critic penultimate features with K equal-count quantile bins of the TD
   target as classes: ``nc1``, ``nc2_equinorm``, ``nc2_equiangular``, ``nc3``, ``nc4``, ``nrc1``; the
-  protocol is documented in :mod:`rlplastic.monitor.collapse`.
+  protocol is documented in :mod:`rlplastic.monitor.collapse`. With ``collapse_recent`` the same
+  metrics also on the newest ``probe_batch_size`` transitions of the replay (``replay.recent``), as
+  ``<metric>_recent``: the data the critic has trained on least.
+* Target fitting, plasticity measured directly: a deep copy of the critic (hooks, ``.grad`` and the
+  optimizer left behind) takes ``fit_steps`` Adam steps on the probe's frozen encoder features and
+  actions to add fresh standardised targets to its outputs; ``fit_loss`` is the normalised final loss
+  (1 = no fit) and ``fit_auc`` the area under the fitting curve; protocol in :mod:`rlplastic.monitor.fitting`.
 
 Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
 are the ReLU's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
@@ -77,6 +83,14 @@ from rlplastic.monitor.curvature import (
     spectrum_srank,
 )
 from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
+from rlplastic.monitor.fitting import (
+    FIT_TARGETS,
+    detached_copy,
+    fit_targets,
+    flat_outputs,
+    fresh_network_targets,
+    random_projection_targets,
+)
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
 from rlplastic.monitor.probe import PROBE_FEATURES
 from rlplastic.monitor.rank import (
@@ -102,8 +116,12 @@ LANCZOS_METRICS = ("hessian_max", "hessian_min", "hessian_directions", "hessian_
 HVP_METRICS = (*LANCZOS_METRICS, "sharpness")
 CURVATURE_METRICS = (*HVP_METRICS, "last_layer_lambda_max", "last_layer_srank")
 COLLAPSE_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")
+#: Target fitting of a copy of the critic (:mod:`rlplastic.monitor.fitting`): plasticity measured directly.
+FITTING_METRICS = ("fit_loss", "fit_auc")
 #: Metrics computed at probe time (everything but FAU).
-PROBE_METRICS: tuple[str, ...] = ("dormant", *RANK_METRICS, *NORM_METRICS, *CURVATURE_METRICS, *COLLAPSE_METRICS)
+PROBE_METRICS: tuple[str, ...] = (
+    "dormant", *RANK_METRICS, *NORM_METRICS, *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS
+)
 #: Every metric name a config may list.
 METRICS: tuple[str, ...] = ("fau", *PROBE_METRICS)
 #: Shorthands a config may list instead of single metric names.
@@ -113,6 +131,7 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "norms": NORM_METRICS,
     "curvature": CURVATURE_METRICS,
     "collapse": COLLAPSE_METRICS,
+    "fitting": FITTING_METRICS,
 }
 
 #: Which modules count FAU inside which agent phase (the loss forward of each network).
@@ -120,6 +139,10 @@ PHASES: dict[str, tuple[str, ...]] = {"critic_update": ("encoder", "critic"), "a
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
+# Offset of the fitting probe's seeds (target function, minibatches) from the monitor's and the probe's seed.
+_FIT_STREAM = 0x666974  # "fit"
+# Offset of the torch seed of the recent-data collapse pass from the probe's seed.
+_RECENT_STREAM = 0x726563656E74  # "recent"
 
 
 @dataclass
@@ -132,7 +155,7 @@ class MonitorConfig:
         modules: modules to monitor, a subset of :data:`MODULES`. Modules without parameters (the
             states-mode identity encoder) are skipped; modules without ReLUs get no FAU/dormant.
         metrics: metric names from :data:`METRICS` and/or group names from :data:`METRIC_GROUPS`
-            (``all``, ``rank``, ``norms``, ``curvature``, ``collapse``). ``fau`` is the per-update
+            (``all``, ``rank``, ``norms``, ``curvature``, ``collapse``, ``fitting``). ``fau`` is the per-update
             metric; all others are probe metrics.
         encoder_fau_every_updates: count the encoder's FAU on every k-th gradient update only (the
             first included); 1, the default, counts every update. The encoder's conv maps hold ~97%
@@ -165,6 +188,20 @@ class MonitorConfig:
             10%), which ``hessian_trace_se`` shows (``bench/curvature_cost.py``).
         sharpness_rho: radius ρ of the sharpness ascent step.
         nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
+        collapse_recent: also measure the enabled collapse metrics on the newest ``probe_batch_size``
+            transitions of the replay (``replay.recent``), the data the critic has trained on least, as
+            ``critic/<metric>_recent`` (Hui et al. 2022: collapse on training data and on fresh data
+            differ). One more ``critic_probe`` forward per probe; NaN while the replay holds fewer than
+            ``nc_bins`` transitions.
+        fit_steps: k, the Adam steps of the target-fitting probe (``fit_loss``, ``fit_auc``; protocol in
+            :mod:`rlplastic.monitor.fitting`): a deep copy of the critic, on the probe's frozen encoder
+            features and actions, learns to add fresh standardised targets to its outputs. 0 takes no
+            step (both metrics read 1.0).
+        fit_lr: Adam's learning rate for the fit; ``None`` (null) = the agent's critic learning rate.
+        fit_batch: samples per fitting step, drawn from the probe batch without replacement; ``None``
+            (null) = the whole probe batch on every step (<= ``probe_batch_size``).
+        fit_target: ``fresh_network`` (the outputs of a freshly initialised critic, via
+            ``agent.fresh_module("critic")``) or ``random_projection`` (a Gaussian linear map of the inputs).
         figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.3 s per figure on a
             CPU), each from what the probe measures anyway: ``activity`` (per-layer active and dormant
             fractions; needs ``dormant``), ``critic_spectrum`` (needs ``srank`` or ``erank``),
@@ -192,6 +229,11 @@ class MonitorConfig:
     hutchinson_probes: int = 10
     sharpness_rho: float = 0.05
     nc_bins: int = 10
+    collapse_recent: bool = False
+    fit_steps: int = 50
+    fit_lr: float | None = None
+    fit_batch: int | None = None
+    fit_target: str = "fresh_network"
     figures: bool = True
     seed: int = 0
 
@@ -227,6 +269,22 @@ class MonitorConfig:
                 f"monitor.hessian_directions_k={self.hessian_directions_k} is larger than "
                 f"monitor.hessian_iters={self.hessian_iters}: Lanczos gives at most hessian_iters Ritz values"
             )
+        if self.fit_lr is not None and (
+            isinstance(self.fit_lr, bool) or not isinstance(self.fit_lr, (int, float)) or not self.fit_lr > 0
+        ):
+            raise ValueError(f"monitor.fit_lr={self.fit_lr!r} must be null (the agent's learning rate) or a number > 0")
+        if self.fit_batch is not None and (
+            isinstance(self.fit_batch, bool) or not isinstance(self.fit_batch, int)
+            or not 1 <= self.fit_batch <= self.probe_batch_size
+        ):  # fmt: skip
+            raise ValueError(
+                f"monitor.fit_batch={self.fit_batch!r} must be null (the whole probe batch) or an int in "
+                f"[1, monitor.probe_batch_size={self.probe_batch_size}]"
+            )
+        if self.fit_target not in FIT_TARGETS:
+            raise ValueError(f"monitor.fit_target={self.fit_target!r} is not one of {list(FIT_TARGETS)}")
+        if not isinstance(self.collapse_recent, bool):
+            raise ValueError(f"monitor.collapse_recent={self.collapse_recent!r} must be true or false")
         if not isinstance(self.figures, bool):
             raise ValueError(f"monitor.figures={self.figures!r} must be true or false")
         if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
@@ -244,7 +302,7 @@ class MonitorConfig:
 # minimum of each int field, and (low, high, closed?) of each float field of MonitorConfig
 _INT_MINIMA = {"encoder_fau_every_updates": 1, "probe_every_updates": 0, "probe_batch_size": 1,
                "curvature_every_probes": 1, "hessian_iters": 1, "hessian_directions_k": 1, "hutchinson_probes": 2,
-               "nc_bins": 2, "seed": 0}  # fmt: skip
+               "nc_bins": 2, "fit_steps": 0, "seed": 0}  # fmt: skip
 _FLOAT_RANGES = {"dormant_tau": (0.0, 1.0, True), "srank_delta": (0.0, 1.0, False),
                  "hessian_tol": (0.0, float("inf"), True), "hessian_directions_eps": (0.0, 1.0, True),
                  "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
@@ -332,6 +390,23 @@ def _first_call(module: nn.Module, layers: Mapping[str, nn.Module]) -> Iterator[
             handle.remove()
 
 
+def _seed_torch(seed: int, device: torch.device) -> None:
+    """Seed torch's CPU generator (and ``device``'s, when it is a GPU) with ``seed``."""
+    torch.random.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+def _reinitialised(module: nn.Module) -> nn.Module:
+    """A hook-free copy of ``module`` with every submodule's ``reset_parameters`` applied (its default init)."""
+    fresh = detached_copy(module)
+    for sub in fresh.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return fresh
+
+
 def _fau(counts: Tensor) -> tuple[Tensor, Tensor]:
     """Pooled and per-layer FAU from ``(L, 2)`` counts ``[positive, total]`` (device tensors)."""
     counts = counts.to(torch.float64 if counts.device.type != "mps" else torch.float32)
@@ -382,6 +457,7 @@ class PlasticityMonitor:
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
+        self._fit_target_net: nn.Module | None = None  # the fitting probe's target network (built at its first use)
 
     # -- trainer protocol -------------------------------------------------------------------------
 
@@ -569,8 +645,9 @@ class PlasticityMonitor:
         for name in self._modules:
             keys += [f"{name}/{metric}" for metric in ("weight_norm", "drift") if metric in metrics]
         if "critic" in self._modules:  # _critic_metrics writes critic/<metric> for each enabled one
-            critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS)
+            critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS)
             keys += [f"critic/{metric}" for metric in critic if metric in metrics]
+            keys += [f"critic/{metric}_recent" for metric in self._recent_collapse_metrics()]
         return keys
 
     # -- probe ------------------------------------------------------------------------------------
@@ -597,6 +674,8 @@ class PlasticityMonitor:
                     torch.cuda.manual_seed(seed)
             batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
             values = self._measure(agent, batch, step, seed, figures)
+            if self._recent_collapse_metrics():
+                values.update(self._recent_collapse(agent, replay, step, seed))
         scalars = {f"plasticity/{key}": value for key, value in values.items()}
         images: dict[str, np.ndarray] = {}
         if figures is not None:
@@ -669,6 +748,8 @@ class PlasticityMonitor:
 
         if "critic" in self._modules:
             out.update(self._critic_metrics(probe, seed))
+            if metrics & set(FITTING_METRICS) and probe.critic_inputs:
+                out.update(self._fit_metrics(agent, probe, seed))
             if figures is not None:
                 self._critic_geometry(probe, figures)
         return out
@@ -715,6 +796,60 @@ class PlasticityMonitor:
             )
             out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
         return {k: float(v) for k, v in out.items()}
+
+    def _recent_collapse_metrics(self) -> list[str]:
+        """The collapse metrics measured on recent data too (``collapse_recent``), in :data:`COLLAPSE_METRICS` order."""
+        if not self.config.collapse_recent or "critic" not in self._modules:
+            return []
+        return [metric for metric in COLLAPSE_METRICS if metric in self._metrics]
+
+    def _recent_collapse(self, agent: Any, replay: Any, step: int, seed: int) -> dict[str, float]:
+        """``critic/<metric>_recent``: neural collapse on the newest transitions of the replay (own torch seed)."""
+        cfg, metrics = self.config, self._recent_collapse_metrics()
+        batch = replay.recent(cfg.probe_batch_size, self._device)
+        # the augmentation and TD-target noise of this pass do not depend on what the other metrics drew
+        _seed_torch((seed + _RECENT_STREAM) % 2**63, self._device)
+        probe = agent.critic_probe(batch, step)
+        penultimate = probe.features.get("critic_penultimate")
+        if penultimate is None or penultimate.shape[0] < cfg.nc_bins:
+            return {f"critic/{metric}_recent": float("nan") for metric in metrics}
+        collapse = neural_collapse(
+            penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
+        )
+        return {f"critic/{metric}_recent": float(collapse[metric]) for metric in metrics}
+
+    def _fit_metrics(self, agent: Any, probe: Any, seed: int) -> dict[str, float]:
+        """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
+        cfg, critic, inputs = self.config, self._modules["critic"], probe.critic_inputs
+        device = inputs[0].device
+        # The target *function* is the same at every probe of a run (drawn from the monitor seed alone), so
+        # the probes compare like with like; the fresh critic is built once and kept (rebuilt identically
+        # after a resume). Minibatches draw from the probe's own seed.
+        target_seed = (cfg.seed + _FIT_STREAM) % 2**63
+        if cfg.fit_target == "fresh_network":
+            if self._fit_target_net is None:
+                _seed_torch(target_seed, self._device)
+                fresh = agent.fresh_module("critic") if hasattr(agent, "fresh_module") else _reinitialised(critic)
+                self._fit_target_net = detached_copy(fresh).requires_grad_(False)
+            targets = fresh_network_targets(self._fit_target_net, inputs)
+        else:
+            with torch.no_grad():
+                num_outputs = flat_outputs(critic, inputs).shape[1]
+            projection = torch.Generator(device=device).manual_seed(target_seed)
+            targets = random_projection_targets(inputs, num_outputs, projection)
+        generator = torch.Generator(device=device).manual_seed((seed + _FIT_STREAM) % 2**63)
+        result = fit_targets(critic, inputs, targets, cfg.fit_steps, self._fit_lr(agent), cfg.fit_batch, generator)
+        out = {"critic/fit_loss": result.loss, "critic/fit_auc": result.auc}
+        return {k: v for k, v in out.items() if k.partition("/")[2] in self._metrics}
+
+    def _fit_lr(self, agent: Any) -> float:
+        """``fit_lr``, or else the learning rate of the agent's critic optimizer."""
+        if self.config.fit_lr is not None:
+            return float(self.config.fit_lr)
+        optimizers = agent.optimizers() if hasattr(agent, "optimizers") else {}
+        if "critic" not in optimizers:
+            raise ValueError("monitor.fit_lr=null needs the agent's critic optimizer: set monitor.fit_lr")
+        return float(optimizers["critic"].param_groups[0]["lr"])
 
     def _hessian_metrics(self, probe: Any, generator: torch.Generator) -> dict[str, float]:
         """``hessian_max/min/directions`` from one Lanczos run; ``hessian_trace(_se)`` deflated by its basis."""

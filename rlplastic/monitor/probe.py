@@ -36,6 +36,9 @@ class CriticProbe:
         q: the first Q head's prediction, shape (n,).
         head_weight: the first Q head's last-layer weight, shape (d,).
         head_bias: its bias (a 0-d tensor).
+        critic_inputs: the frozen, detached inputs of the critic's forward on the probe batch, so that
+            ``critic(*critic_inputs)`` is the probe forward (DrQ-v2: encoder features and actions); the
+            target-fitting probe trains a copy of the critic on them. Empty: no fitting.
     """
 
     loss_fn: Callable[[], torch.Tensor]
@@ -45,3 +48,4 @@ class CriticProbe:
     q: torch.Tensor | None = None
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
+    critic_inputs: tuple[torch.Tensor, ...] = ()
