@@ -140,6 +140,11 @@ def compile_unavailable_reason(device: str | torch.device) -> str | None:
     return None
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` or any submodule has a forward (pre-)hook."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
 def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DrQ-v2's critic loss: both Q heads regressed onto the same TD target, in float32."""
     return F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
@@ -164,11 +169,13 @@ class DrQV2Agent:
         bf16: run the forward passes of ``update`` under bfloat16 autocast.
         channels_last: keep the encoder and its input in channels-last memory format.
         compile: run the network forwards of ``update`` (encoder, actor mean, critic, target critic)
-            through ``torch.compile``; ``mode="reduce-overhead"`` (CUDA graphs) on CUDA, the default
-            mode elsewhere. Acting, probes and ReDo statistics stay eager. The monitor's forward hooks
-            on ReLU modules are traced into the compiled graphs and still count; hooks added or removed
-            later, and swapped submodules, trigger a recompile (hook guards are switched on for these
-            calls). The losses, optimizer steps and augmentation stay eager.
+            through ``torch.compile``: ``mode="reduce-overhead"`` (CUDA graphs) on CUDA for modules
+            without forward hooks (with ``monitor=off`` all; with the monitor the target critic), the
+            default mode otherwise and on CPU. Acting, probes and ReDo statistics stay eager (the TD
+            target inside a probe uses the compiled forwards). The monitor's forward hooks on ReLU
+            modules are traced into the compiled graphs and still count; hooks added or removed later,
+            and swapped submodules, trigger a recompile (hook guards are switched on for these calls).
+            The losses, optimizer steps and augmentation stay eager.
         regularizers: objects whose ``extra_loss(module_name, context)`` is added to that module's loss.
     """
 
@@ -218,7 +225,7 @@ class DrQV2Agent:
         self.channels_last = channels_last and obs_type == "pixels"
         self.compile = bool(compile)
         self.compile_mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-        self._compiled: dict[str, tuple[nn.Module, Callable[..., Any]]] = {}
+        self._compiled: dict[str, tuple[nn.Module, str, Callable[..., Any]]] = {}
         self.regularizers = list(regularizers)
         self._phase_listeners: list[Callable[[str, bool], None]] = []
 
@@ -532,14 +539,20 @@ class DrQV2Agent:
 
         Dynamo's guards on forward hooks are off by default (a hook added after compiling would be
         ignored); they are switched on while the compiled code runs and compiles, so the monitor's and
-        interventions' hooks always fire as they would eagerly.
+        interventions' hooks always fire as they would eagerly. On CUDA a module with hooks anywhere in
+        it is compiled in the default mode, one without in ``reduce-overhead`` (CUDA graphs): the
+        monitor's hooks update device counters that must outlive the call, which CUDA-graph memory
+        (overwritten by the next replay) cannot hold, and graphs that mutate inputs skip CUDA graphs anyway.
         """
+        mode = self.compile_mode
+        if mode == "reduce-overhead" and _has_hooks(module):
+            mode = "default"
         cached = self._compiled.get(name)
-        if cached is None or cached[0] is not module:
-            cached = (module, torch.compile(fn, mode=self.compile_mode))
+        if cached is None or cached[0] is not module or cached[1] != mode:
+            cached = (module, mode, torch.compile(fn, mode=mode))
             self._compiled[name] = cached
         with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
-            return cached[1](*args)
+            return cached[2](*args)
 
     def _autocast(self) -> Any:
         if not self.bf16:

@@ -8,7 +8,8 @@
 #   1. setup: bootstrap the venv, print torch / CUDA / GPU; stop with a clear message if CUDA is unavailable
 #   2. training frames/s at the DrQ-v2 defaults (cheetah_run pixels, batch 256, RR 0.5; 4000 seed frames, then
 #      4000 timed frames; eval, video, TensorBoard, checkpoints off) via bench/throughput.py, for host replay
-#      (replay_device=cpu), device replay (replay_device=cuda) and compile=true (device replay), with the time split
+#      (replay_device=cpu), device replay (replay_device=cuda) and compile=true (device replay; compiled before the
+#      timing, its seconds reported), with the time split
 #   3. replay batch assembly (bench/replay_sample.py): host, prefetched and device-resident sampling
 #   4. monitor overhead (bench/monitor_overhead.py, short): off / FAU (default every update) / default / full
 #   5. the CUDA cases of the hook and replay tests: pytest tests/test_monitor_hooks.py tests/test_replay*.py
@@ -54,15 +55,13 @@ name = torch.cuda.get_device_name(0) if ok else "none"
 print(f"torch {torch.__version__} cuda_build={torch.version.cuda} cuda_available={ok} gpu={name}")' 2>&1)
 say "$INFO"
 if [ "$SMOKE" = 1 ]; then
-  DEVICE=cpu
   row "mode" "cpu-smoke (tiny sizes; figures are not performance)"
 elif ! echo "$INFO" | grep -q 'cuda_available=True'; then
   say "gpu_check: torch.cuda.is_available() is False: this torch is a CPU build (cuda_build=None) or no GPU/driver is"
-  say "  visible (nvidia-smi). Install the CUDA wheel: rm .venv/.rlplastic-installed; .venv/bin/pip install torch==2.13.0"
-  say "  from the standard index (or TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 scripts/bootstrap.sh)."
+  say "  visible (check nvidia-smi). For the CUDA wheel: .venv/bin/pip install --force-reinstall torch==2.13.0 from the"
+  say "  standard index (PyPI), or TORCH_INDEX_URL=https://download.pytorch.org/whl/cu<version> scripts/bootstrap.sh."
   exit 3
 else
-  DEVICE=cuda
   row "mode" "gpu"
 fi
 row "torch" "$(echo "$INFO" | sed 's/^torch //')"
@@ -80,12 +79,13 @@ throughput() {  # label, overrides...
   local out
   out=$(step "throughput $label" "$PY" bench/throughput.py "${TP_ARGS[@]}" "${TP_SIZE[@]}" "$@")
   local rc=$?
-  local fps ms split
+  local fps ms split comp
+  comp=$(echo "$out" | sed -n 's/^compile: \([0-9.]*\) s.*/\1/p')
   fps=$(echo "$out" | sed -n 's/^throughput: \([0-9.]*\) frames\/s.*/\1/p')
   ms=$(echo "$out" | sed -n 's/^  update .* \([0-9.]*\) ms\/call$/\1/p')
   split=$(echo "$out" | awk '/^  (env|sample|update|act|replay_add|monitor|checkpoint|other) / {printf "%s %s ", $1, $4}')
   if [ $rc -ne 0 ] || [ -z "$fps" ]; then row "fps $label" "FAILED (rc=$rc, see log)"; return; fi
-  row "fps $label" "$fps frames/s, update ${ms:-?} ms"
+  row "fps $label" "$fps frames/s, update ${ms:-?} ms${comp:+, compiled in $comp s before timing}"
   row "  split $label" "$split"
 }
 throughput "host replay" replay_device=cpu

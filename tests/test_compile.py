@@ -144,3 +144,21 @@ def test_short_run_with_compile_completes(tmp_path):
     assert summary["status"] == "complete" and summary["frame"] == 400
     assert series["rr/updates"][-1] == (400, 50.0)  # RR 0.5 over 100 post-seed agent steps (action_repeat 2)
     assert all(torch.isfinite(torch.tensor(v)) for _, v in series["train/critic_loss"])
+
+
+def test_cuda_mode_choice_keeps_hooked_modules_out_of_cuda_graphs():
+    # The CUDA choice, exercised on CPU (where reduce-overhead compiles without CUDA graphs): modules with
+    # the monitor's hooks use the default mode, the unhooked target critic uses CUDA graphs.
+    agent = tiny_agent(compile=True)
+    agent.compile_mode = "reduce-overhead"
+    capture = _with_fau_counter(agent)
+    torch.manual_seed(0)
+    agent.update(random_batch(batch_size=8, seed=0), 0)
+    modes = {name: mode for name, (_, mode, _) in agent._compiled.items()}
+    assert modes == {"encoder": "default", "critic": "default", "actor": "reduce-overhead",
+                     "critic_target": "reduce-overhead"}  # fmt: skip
+    assert capture.counts()["critic.Q1.1"][1] == 8 * 16
+    agent._phase_listeners.clear()
+    capture.remove()  # no hooks left: the critic moves to CUDA graphs
+    agent.update(random_batch(batch_size=8, seed=1), 1)
+    assert agent._compiled["critic"][1] == "reduce-overhead"
