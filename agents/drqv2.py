@@ -171,10 +171,10 @@ class DrQV2Agent:
         compile: run the network forwards of ``update`` (encoder, actor mean, critic, target critic)
             through ``torch.compile``: ``mode="reduce-overhead"`` (CUDA graphs) on CUDA for modules
             without forward hooks (with ``monitor=off`` all; with the monitor the target critic), the
-            default mode otherwise and on CPU. Acting, probes and ReDo statistics stay eager (the TD
-            target inside a probe uses the compiled forwards). The monitor's forward hooks on ReLU
-            modules are traced into the compiled graphs and still count; hooks added or removed later,
-            and swapped submodules, trigger a recompile (hook guards are switched on for these calls).
+            default mode otherwise and on CPU. Acting, probes and ReDo statistics stay eager. The
+            monitor's forward hooks on ReLU modules are traced into the compiled graphs and still count;
+            hooks added or removed later, and swapped submodules, trigger a recompile (hook guards are
+            switched on for these calls).
             The losses, optimizer steps and augmentation stay eager.
         regularizers: objects whose ``extra_loss(module_name, context)`` is added to that module's loss.
     """
@@ -487,7 +487,8 @@ class DrQV2Agent:
             features = self.encoder(obs.float())
             actor_trunk = self.actor.trunk(features)
             self.actor(features, schedule(self.stddev_schedule, step))
-            target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
+            with self._eager():  # probes run eagerly: no recompiles for their hooks and batch size
+                target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
             critic_trunk = self.critic.trunk(features)
             penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, batch.action], dim=-1))
             q1 = self.critic.Q1[-1](penultimate)
@@ -558,6 +559,15 @@ class DrQV2Agent:
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    @contextmanager
+    def _eager(self) -> Iterator[None]:
+        """Run the block's network forwards eagerly even when ``compile`` is on."""
+        compiled, self.compile = self.compile, False
+        try:
+            yield
+        finally:
+            self.compile = compiled
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:
