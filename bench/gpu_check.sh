@@ -13,7 +13,7 @@
 #   3. replay batch assembly (bench/replay_sample.py): host, prefetched and device-resident sampling
 #   4. monitor overhead (bench/monitor_overhead.py, short): off / FAU (default every update) / default / full
 #   5. the CUDA cases of the hook and replay tests: pytest tests/test_monitor_hooks.py tests/test_replay*.py
-#   6. a learning sanity run: cartpole_balance from pixels, 40k frames, its last eval return
+#   6. a learning sanity run: cartpole_balance from pixels, 30k frames (3 evals of 3 episodes), its last eval return
 #
 # --cpu-smoke runs the same scripts and code paths on CPU at tiny sizes: the device-replay path is the
 # device-resident DeviceReplayBuffer with CPU storage in step 3 (train.py's replay_device=cuda needs CUDA),
@@ -100,7 +100,7 @@ fi
 
 # --- 3. replay batch assembly -------------------------------------------------------------------------
 if [ "$SMOKE" = 1 ]; then RS=(--device cpu --capacity 2000 --batch-size 8 --iters 5 --update-ms 1);
-else RS=(--device cuda --capacity 100000 --iters 30); fi
+else RS=(--device cuda --capacity 50000 --iters 30); fi
 out=$(step "replay sample" "$PY" bench/replay_sample.py "${RS[@]}"); rc=$?
 resident=$(echo "$out" | grep -m1 'device-resident' | tr -s ' ')
 if [ $rc -ne 0 ] || [ -z "$resident" ]; then row "replay sample" "FAILED (rc=$rc, see log)"; else
@@ -136,7 +136,7 @@ if [ "$SMOKE" = 1 ]; then
   LEARN=(device=cpu action_repeat=8 fast_render=true batch_size=8 hidden_dim=16 feature_dim=8 num_seed_frames=200
          num_train_frames=320 eval_every_frames=320 num_eval_episodes=1 replay_buffer_size=2000 monitor=off)
 else
-  LEARN=(device=cuda num_train_frames=40000 eval_every_frames=20000 num_eval_episodes=5)
+  LEARN=(device=cuda num_train_frames=30000 eval_every_frames=15000 num_eval_episodes=3)
 fi
 step "learning" "$PY" train.py task=cartpole_balance progress=false save_video=false use_tb=false \
   save_every_frames=0 "${LEARN[@]}" "run_dir=$RUN_DIR/run" >/dev/null
