@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from agents.drqv2 import DrQV2Agent
+from agents.drqv2 import DrQV2Agent, compile_unavailable_reason
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
 from rlplastic.errors import RunError
@@ -183,7 +183,11 @@ def validate(cfg: DictConfig) -> None:
             f"batch_size={cfg.batch_size} is larger than the replay can ever hold "
             f"(replay_buffer_size={cfg.replay_buffer_size}): lower batch_size or raise replay_buffer_size"
         )
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    if not isinstance(cfg.get("compile", False), bool):
+        raise ValueError(f"compile={cfg.compile!r} must be true or false")
+    if cfg.get("compile", False) and (reason := compile_unavailable_reason(device)) is not None:
+        raise ValueError(f"compile=true cannot run here: {reason}")
     check_renderer(cfg)
     if not 0.0 < cfg.discount <= 1.0:
         raise ValueError(f"discount={cfg.discount} must be in (0, 1]")
@@ -319,6 +323,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     augmentation = make_augmentation(aug_kwargs.pop("name"), **aug_kwargs)
     agent_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.agent, resolve=True)
     agent_cls = AGENTS[agent_kwargs.pop("name")]
+    agent_kwargs["compile"] = bool(cfg.get("compile", False))
     agent = agent_cls(
         obs_shape=train_env.observation_space.shape, action_shape=train_env.action_space.shape,
         device=device, obs_type=cfg.obs_type, augmentation=augmentation, **agent_kwargs,

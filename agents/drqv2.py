@@ -2,13 +2,16 @@
 
 One file, top to bottom: encoder, actor, critic, then the agent with ``act`` and ``update``.
 Differences from the reference, all opt-in: ``obs_type="states"`` (no conv encoder),
-``bf16`` autocast, ``channels_last`` memory format, and the regularizer / phase-listener seams
-that the plasticity tooling plugs into.
+``bf16`` autocast, ``channels_last`` memory format, ``compile`` (``torch.compile`` of the network
+forwards inside ``update``), and the regularizer / phase-listener seams that the plasticity tooling
+plugs into.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
@@ -88,8 +91,12 @@ class Actor(nn.Module):
         self.apply(weight_init)
 
     def forward(self, features: torch.Tensor, std: float) -> TruncatedNormal:
-        mu = torch.tanh(self.policy(self.trunk(features)))
+        mu = self.mean(features)
         return TruncatedNormal(mu, torch.full_like(mu, std))
+
+    def mean(self, features: torch.Tensor) -> torch.Tensor:
+        """The policy mean ``tanh(policy(trunk(features)))``: the tensor part of :meth:`forward`."""
+        return torch.tanh(self.policy(self.trunk(features)))
 
 
 class Critic(nn.Module):
@@ -105,6 +112,37 @@ class Critic(nn.Module):
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h_action = torch.cat([self.trunk(features), action], dim=-1)
         return self.Q1(h_action), self.Q2(h_action)
+
+
+def compile_unavailable_reason(device: str | torch.device) -> str | None:
+    """Why ``torch.compile`` (Inductor) cannot run on ``device`` here, or ``None`` when it can.
+
+    Inductor writes C++ (CPU) or Triton (CUDA) kernels and builds them with a host compiler; a
+    missing compiler would otherwise surface as a long traceback at the first update.
+    """
+    device = torch.device(device)
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile (TorchDynamo) does not support this Python version"
+    if device.type == "cpu":
+        candidates = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in candidates):
+            return "no C++ compiler found (g++, c++, clang++ or $CXX) for Inductor's CPU kernels; install g++"
+    elif device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "Triton is not installed (it ships with the CUDA build of torch), so Inductor has no GPU backend"
+        candidates = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
+        if not any(c and shutil.which(c) for c in candidates):
+            return "no C compiler found (cc, gcc, clang or $CC) for Triton's kernel launchers; install gcc"
+    else:
+        return f"compile is supported on cpu and cuda devices, not {device.type!r}"
+    return None
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` or any submodule has a forward (pre-)hook."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -130,6 +168,14 @@ class DrQV2Agent:
         augmentation: module applied independently to ``obs`` and ``next_obs`` in each update.
         bf16: run the forward passes of ``update`` under bfloat16 autocast.
         channels_last: keep the encoder and its input in channels-last memory format.
+        compile: run the network forwards of ``update`` (encoder, actor mean, critic, target critic)
+            through ``torch.compile``: ``mode="reduce-overhead"`` (CUDA graphs) on CUDA for modules
+            without forward hooks (with ``monitor=off`` all; with the monitor the target critic), the
+            default mode otherwise and on CPU. Acting, probes and ReDo statistics stay eager. The
+            monitor's forward hooks on ReLU modules are traced into the compiled graphs and still count;
+            hooks added or removed later, and swapped submodules, trigger a recompile (hook guards are
+            switched on for these calls).
+            The losses, optimizer steps and augmentation stay eager.
         regularizers: objects whose ``extra_loss(module_name, context)`` is added to that module's loss.
     """
 
@@ -149,6 +195,7 @@ class DrQV2Agent:
         augmentation: nn.Module | None = None,
         bf16: bool = False,
         channels_last: bool = False,
+        compile: bool = False,  # noqa: A002 - the config key's name
         regularizers: Sequence[Regularizer] = (),
     ) -> None:
         if obs_type not in OBS_TYPES:
@@ -161,6 +208,10 @@ class DrQV2Agent:
         if stddev_clip <= 0:
             raise ValueError(f"stddev_clip={stddev_clip} must be > 0")
         validate_schedule(stddev_schedule)
+        if compile:
+            reason = compile_unavailable_reason(device)
+            if reason is not None:
+                raise ValueError(f"compile=true cannot run here: {reason}")
         if obs_type == "states" and augmentation is not None and not isinstance(augmentation, NoAug):
             raise ValueError(f"augmentation {type(augmentation).__name__} needs obs_type='pixels'; states take none")
 
@@ -172,6 +223,9 @@ class DrQV2Agent:
         self.stddev_clip = stddev_clip
         self.bf16 = bf16
         self.channels_last = channels_last and obs_type == "pixels"
+        self.compile = bool(compile)
+        self.compile_mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        self._compiled: dict[str, tuple[nn.Module, str, Callable[..., Any]]] = {}
         self.regularizers = list(regularizers)
         self._phase_listeners: list[Callable[[str, bool], None]] = []
 
@@ -334,6 +388,8 @@ class DrQV2Agent:
 
         Returns detached on-device scalars; reading them is left to the logger (no host sync here).
         """
+        if self.compile and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
         obs = self._prepare_obs(batch.obs)
         next_obs = self._prepare_obs(batch.next_obs)
         if self.obs_type == "pixels":
@@ -342,9 +398,9 @@ class DrQV2Agent:
             obs, next_obs = self.aug(obs), self.aug(next_obs)
         obs, next_obs = obs.float(), next_obs.float()
         with self._phase("critic_update"), self._autocast():
-            features = self.encoder(obs)
+            features = self._forward("encoder", obs)
         with torch.no_grad(), self._autocast():
-            next_features = self.encoder(next_obs)
+            next_features = self._forward("encoder", next_obs)
 
         metrics = {"batch_reward": batch.reward.mean().detach()}
         metrics.update(self._update_critic(features, batch, next_features, step))
@@ -357,9 +413,9 @@ class DrQV2Agent:
     ) -> torch.Tensor:
         """TD target ``r + γⁿ · min(Q1', Q2')(s', a')`` with ``a' ~ π(s')`` and clipped noise."""
         with torch.no_grad(), self._autocast():
-            dist = self.actor(next_features, schedule(self.stddev_schedule, step))
+            dist = self._policy(next_features, schedule(self.stddev_schedule, step))
             next_action = dist.sample(clip=self.stddev_clip)
-            target_q1, target_q2 = self.critic_target(next_features, next_action)
+            target_q1, target_q2 = self._forward("critic_target", next_features, next_action)
             return (reward + discount * torch.min(target_q1, target_q2)).float()
 
     def _update_critic(
@@ -367,7 +423,7 @@ class DrQV2Agent:
     ) -> dict[str, torch.Tensor]:
         target_q = self.td_target(next_features, batch.reward, batch.discount, step)
         with self._phase("critic_update"), self._autocast():
-            q1, q2 = self.critic(features, batch.action)
+            q1, q2 = self._forward("critic", features, batch.action)
         q1, q2 = q1.float(), q2.float()
         loss = _twin_q_loss(q1, q2, target_q)
         context = {"td_target": target_q}
@@ -383,7 +439,7 @@ class DrQV2Agent:
             # pass runs on detached features and adds only the critic's own terms.
             critic_optimizer.first_step(zero_grad=True)
             with self._autocast():
-                q1_ascent, q2_ascent = self.critic(features.detach(), batch.action)
+                q1_ascent, q2_ascent = self._forward("critic", features.detach(), batch.action)
             (_twin_q_loss(q1_ascent, q2_ascent, target_q) + self._extra_loss("critic", context)).backward()
             critic_optimizer.second_step()
         else:
@@ -399,11 +455,11 @@ class DrQV2Agent:
 
     def _update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         with self._phase("actor_update"), self._autocast():
-            dist = self.actor(features, schedule(self.stddev_schedule, step))
+            dist = self._policy(features, schedule(self.stddev_schedule, step))
         action = dist.sample(clip=self.stddev_clip)
         log_prob = dist.log_prob(action).sum(-1, keepdim=True)
         with self._autocast():
-            q1, q2 = self.critic(features, action)
+            q1, q2 = self._forward("critic", features, action)
         loss = -torch.min(q1, q2).float().mean() + self._extra_loss("actor", {})
 
         self._optimizers["actor"].zero_grad(set_to_none=True)
@@ -431,7 +487,8 @@ class DrQV2Agent:
             features = self.encoder(obs.float())
             actor_trunk = self.actor.trunk(features)
             self.actor(features, schedule(self.stddev_schedule, step))
-            target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
+            with self._eager():  # probes run eagerly: no recompiles for their hooks and batch size
+                target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
             critic_trunk = self.critic.trunk(features)
             penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, batch.action], dim=-1))
             q1 = self.critic.Q1[-1](penultimate)
@@ -465,10 +522,53 @@ class DrQV2Agent:
             return obs.contiguous(memory_format=torch.channels_last)
         return obs
 
+    def _forward(self, name: str, *args: torch.Tensor) -> Any:
+        """``getattr(self, name)(*args)``, through ``torch.compile`` when ``compile`` is on."""
+        module: nn.Module = getattr(self, name)
+        if not self.compile:
+            return module(*args)
+        return self._compiled_call(name, module, module, args)
+
+    def _policy(self, features: torch.Tensor, std: float) -> TruncatedNormal:
+        """``self.actor(features, std)``; compiled, only the mean is (a float ``std`` would recompile)."""
+        if not self.compile:
+            return self.actor(features, std)
+        mu = self._compiled_call("actor", self.actor, self.actor.mean, (features,))
+        return TruncatedNormal(mu, torch.full_like(mu, std))
+
+    def _compiled_call(self, name: str, module: nn.Module, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Call the compiled ``fn``, compiling it again when ``self.<name>`` is no longer ``module``.
+
+        Dynamo's guards on forward hooks are off by default (a hook added after compiling would be
+        ignored); they are switched on while the compiled code runs and compiles, so the monitor's and
+        interventions' hooks always fire as they would eagerly. On CUDA a module with hooks anywhere in
+        it is compiled in the default mode, one without in ``reduce-overhead`` (CUDA graphs): the
+        monitor's hooks update device counters that must outlive the call, which CUDA-graph memory
+        (overwritten by the next replay) cannot hold, and graphs that mutate inputs skip CUDA graphs anyway.
+        """
+        mode = self.compile_mode
+        if mode == "reduce-overhead" and _has_hooks(module):
+            mode = "default"
+        cached = self._compiled.get(name)
+        if cached is None or cached[0] is not module or cached[1] != mode:
+            cached = (module, mode, torch.compile(fn, mode=mode))
+            self._compiled[name] = cached
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+            return cached[2](*args)
+
     def _autocast(self) -> Any:
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    @contextmanager
+    def _eager(self) -> Iterator[None]:
+        """Run the block's network forwards eagerly even when ``compile`` is on."""
+        compiled, self.compile = self.compile, False
+        try:
+            yield
+        finally:
+            self.compile = compiled
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:

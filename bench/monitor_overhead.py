@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,16 @@ def main() -> None:
     parser.add_argument("--replay-size", type=int, default=2000, help="random frames in the replay")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--probe-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a monitor key in the probed configs (default, full), e.g. probe_batch_size=16; "
+                             "repeatable; values are parsed as YAML")  # fmt: skip
     args = parser.parse_args()
+    probe_overrides: dict[str, Any] = {}
+    for item in args.probe_set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--probe-set {item!r}: expected KEY=VALUE")
+        probe_overrides[key] = yaml.safe_load(value)
 
     tune_malloc()
     if args.threads:
@@ -154,7 +164,7 @@ def main() -> None:
     probes: dict[str, tuple[dict[str, Any], float]] = {}
     drawing: dict[str, tuple[float, int]] = {}  # mean figure seconds per probe, figures per probe
     for name in ("default", "full"):
-        cfg = load_monitor_config(name, args.seed)
+        cfg = load_monitor_config(name, args.seed, **probe_overrides)
         monitor = make_monitor(**cfg)
         agent = make_agent(args, device)
         monitor.attach(agent)

@@ -8,21 +8,29 @@ Runs the real training loop (rlplastic.trainer.Trainer built by train.py) for th
 ``--measure-steps`` agent steps, with evaluation, checkpoints and TensorBoard off, and prints the split
 of the post-seed wall time into env step, replay sample, update, acting, replay add and the rest, plus
 the replay's bytes per stored transition next to the reference's (whole 9×84×84 stacks).
+
+With ``compile=true`` the update is compiled before the timing starts (one update on a synthetic batch of
+the training shapes, after which the agent's parameters, optimizer states and the RNG are restored), so
+frames/s is the steady state; the compile seconds are printed on their own line.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import train  # noqa: E402
+from rlplastic.replay import Batch  # noqa: E402
 from rlplastic.system import tune_malloc  # noqa: E402
 
 REFERENCE_BYTES_PER_TRANSITION = 9 * 84 * 84  # drqv2 stores one whole uint8 stack per step (docs/reference.md §1)
@@ -51,6 +59,8 @@ def main() -> None:
                 f"run_dir={tmp}/run", *args.overrides,
             ])  # fmt: skip
         trainer = train.build_trainer(cfg, Path(tmp) / "run")
+        if cfg.compile:
+            print(f"compile: {compile_update(trainer.agent, trainer.train_env, cfg.batch_size):.1f} s before timing")
         trainer.run()
         profile = trainer.profile()
 
@@ -72,6 +82,31 @@ def main() -> None:
     replay = trainer.replay
     print(f"replay: {replay.bytes_per_transition:,.0f} bytes per stored transition "
           f"(reference stacks: {REFERENCE_BYTES_PER_TRANSITION:,}; ratio {replay.bytes_per_transition / REFERENCE_BYTES_PER_TRANSITION:.3f})")  # noqa: E501  fmt: skip
+
+
+def compile_update(agent, env, batch_size: int) -> float:
+    """Run one update on a synthetic batch of the training shapes (compiling it); restore the agent and RNG.
+
+    :return: wall seconds of that update (compilation included, device work completed).
+    """
+    state = copy.deepcopy(agent.state_dict())
+    device = agent.device
+    obs_shape, action_shape = env.observation_space.shape, env.action_space.shape
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if env.observation_space.dtype == "uint8":
+            obs = torch.randint(0, 256, (batch_size, *obs_shape), dtype=torch.uint8, device=device)
+        else:
+            obs = torch.randn(batch_size, *obs_shape, device=device)
+        batch = Batch(obs, torch.rand(batch_size, *action_shape, device=device) * 2 - 1,
+                      torch.rand(batch_size, 1, device=device), torch.full((batch_size, 1), 0.99, device=device),
+                      obs.clone())  # fmt: skip
+        start = time.perf_counter()
+        agent.update(batch, 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    agent.load_state_dict(state)
+    return seconds
 
 
 if __name__ == "__main__":
