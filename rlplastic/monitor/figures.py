@@ -161,7 +161,7 @@ def activity_figure(layers: Sequence[LayerActivity], tau: float, step: int) -> n
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
-    ax.set_title(f"Layer activity on the probe batch · step {step}", fontsize=9)
+    ax.set_title(f"Layer activity on the probe batch · agent step {step}", fontsize=9)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.17)
     return _render(fig)
 
@@ -195,7 +195,7 @@ def spectrum_figure(singular_values: np.ndarray, srank: int, delta: float, step:
     right.set_ylabel("cumulative share of Σ σ", fontsize=8)
     right.text(0.97, 0.05, f"srank = {srank} of {sv.size}\n(δ = {delta:g})", ha="right", va="bottom",
                fontsize=7, color="tab:red", transform=right.transAxes)  # fmt: skip
-    fig.suptitle(f"Critic penultimate features: singular values · step {step}", fontsize=9)
+    fig.suptitle(f"Critic penultimate features: singular values · agent step {step}", fontsize=9)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.88, bottom=0.15, wspace=0.35)
     return _render(fig)
 
@@ -226,7 +226,7 @@ def hessian_spectrum_figure(eigenvalues: np.ndarray, srank: int, delta: float, s
     ax.set_ylabel("eigenvalue λ_i", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-    ax.set_title(f"Last-layer Hessian spectrum (critic Q1 head) · step {step}", fontsize=9)
+    ax.set_title(f"Last-layer Hessian spectrum (critic Q1 head) · agent step {step}", fontsize=9)
     fig.subplots_adjust(left=0.12, right=0.98, top=0.9, bottom=0.14)
     return _render(fig)
 
@@ -266,7 +266,7 @@ def collapse_figure(geometry: CollapseGeometry, step: int) -> np.ndarray:
     matrix.set_yticks(range(num_bins))
     matrix.tick_params(labelsize=6)
     fig.colorbar(image, ax=matrix, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-    fig.suptitle(f"Neural collapse of critic features on {num_bins} TD-target bins · step {step}", fontsize=9)
+    fig.suptitle(f"Neural collapse of critic features on {num_bins} TD-target bins · agent step {step}", fontsize=9)
     fig.subplots_adjust(left=0.09, right=0.95, top=0.86, bottom=0.14, wspace=0.3)
     return _render(fig)
 
