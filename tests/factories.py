@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import torch
 
 from agents.drqv2 import DrQV2Agent
@@ -43,3 +44,15 @@ def checkpoint_round_trip(state: Any) -> Any:
     torch.save(state, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
+
+
+def assert_same_rollout(a: list[tuple], b: list[tuple]) -> None:
+    """Two recorded rollouts (tuples of arrays and plain values) are identical, arrays bit for bit."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert len(x) == len(y)
+        for u, v in zip(x, y, strict=True):
+            if isinstance(u, np.ndarray):
+                assert u.dtype == v.dtype and np.array_equal(u, v)
+            else:
+                assert u == v

@@ -7,7 +7,7 @@ import pytest
 
 from envs.continual import SEQUENCES, ContinualEnv, make_continual_env, task_seed
 from envs.dmc import DMCEnv
-from tests.factories import checkpoint_round_trip
+from tests.factories import assert_same_rollout, checkpoint_round_trip
 
 # Cartpole is the cheapest domain with several tasks of one action space; 8 frames per agent step make
 # a 1000-frame episode 125 steps.
@@ -46,16 +46,6 @@ def _rollout(env: ContinualEnv, actions: np.ndarray) -> list[tuple]:
         if terminated or truncated:
             out.append(env.reset())
     return out
-
-
-def _assert_same(a: list[tuple], b: list[tuple]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        for u, v in zip(x, y, strict=True):
-            if isinstance(u, np.ndarray):
-                assert u.dtype == v.dtype and np.array_equal(u, v)
-            else:
-                assert u == v
 
 
 def test_sequences_table():
@@ -208,7 +198,7 @@ def test_resume_is_exact_across_a_switch():
     assert np.array_equal(resumed.last_frame(), env.last_frame())
     rest = actions[EPISODE_STEPS - 5 :]
     a, b = _rollout(env, rest), _rollout(resumed, rest)
-    _assert_same(a, b)
+    assert_same_rollout(a, b)
     resets = [x[1] for x in a if len(x) == 2]
     assert [r["task_index"] for r in resets] == [1, 1] and [r["task_switch"] for r in resets] == [True, False]
 
@@ -233,7 +223,7 @@ def test_pixels_shape_and_resume_across_a_switch():
     resumed = make(5)
     resumed.set_state(saved)
     a, b = _rollout(env, actions[EPISODE_STEPS - 2 :]), _rollout(resumed, actions[EPISODE_STEPS - 2 :])
-    _assert_same(a, b)
+    assert_same_rollout(a, b)
     assert a[2][1]["task_switch"] and env.task == "cartpole_swingup"
     assert np.array_equal(env.render(), env.last_frame().transpose(1, 2, 0))
     env.close()

@@ -10,7 +10,7 @@ import pytest
 
 from envs import dmc
 from envs.dmc import TASKS, DMCEnv, make_env
-from tests.factories import checkpoint_round_trip
+from tests.factories import assert_same_rollout, checkpoint_round_trip
 
 # dm_control through envs.dmc, which sets MUJOCO_GL before dm_control's first import.
 suite = dmc.suite
@@ -30,17 +30,6 @@ def _rollout(env: DMCEnv, actions: np.ndarray) -> list[tuple]:
         if terminated or truncated:
             out.append(env.reset())
     return out
-
-
-def _assert_same(a: list[tuple], b: list[tuple]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert len(x) == len(y)
-        for u, v in zip(x, y, strict=True):
-            if isinstance(u, np.ndarray):
-                assert u.dtype == v.dtype and np.array_equal(u, v)
-            else:
-                assert u == v
 
 
 def test_mujoco_gl_defaults_to_egl():
@@ -153,7 +142,7 @@ def test_seeds_reproduce_and_differ():
     obs_a, _ = a.reset()
     obs_b, _ = b.reset()
     assert np.array_equal(obs_a, obs_b)
-    _assert_same(_rollout(a, actions), _rollout(b, actions))
+    assert_same_rollout(_rollout(a, actions), _rollout(b, actions))
 
     c = make_env("reacher_easy", seed=4)
     assert not np.array_equal(c.reset()[0], obs_a)
@@ -235,10 +224,10 @@ def test_get_set_state_continues_bit_identically(task, obs_type, action_repeat, 
 
     restored = make_env(task, obs_type=obs_type, action_repeat=action_repeat, seed=123)
     restored.set_state(state)
-    _assert_same(_rollout(restored, actions[before:]), expected)
+    assert_same_rollout(_rollout(restored, actions[before:]), expected)
 
     env.set_state(state)  # rewinding the same env works as well
-    _assert_same(_rollout(env, actions[before:]), expected)
+    assert_same_rollout(_rollout(env, actions[before:]), expected)
 
 
 def test_set_state_rejects_other_config():
