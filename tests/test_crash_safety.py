@@ -115,13 +115,21 @@ def _pointer_frame(run_dir: Path) -> int:
         return -1
 
 
+def _wait_for_pointer(proc: subprocess.Popen, run_dir: Path, frame: int, limit: float = 300) -> None:
+    """Wait until ``proc`` has committed a checkpoint at ``frame`` or later (a hang guard, not a speed check)."""
+    give_up = time.monotonic() + limit
+    while _pointer_frame(run_dir) < frame:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before a checkpoint at frame {frame}: {proc.communicate()}")
+        if time.monotonic() > give_up:
+            proc.kill()
+            pytest.fail(f"no checkpoint at frame {frame} within {limit} s: the run hangs")
+        time.sleep(0.02)
+
+
 def _kill_after_checkpoint(proc: subprocess.Popen, run_dir: Path, after: int, timeout: float = 300) -> None:
     """SIGKILL ``proc`` from outside once its pointer has passed frame ``after`` (between checkpoints)."""
-    deadline = time.monotonic() + timeout
-    while _pointer_frame(run_dir) <= after:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.02)
+    _wait_for_pointer(proc, run_dir, after + 1, timeout)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=120)
 
@@ -153,10 +161,7 @@ def test_sigkill_at_twelve_points_then_resume_gives_the_same_logs(tmp_path, refe
 def test_a_signal_checkpoints_exits_with_the_shell_code_and_resumes(tmp_path, reference, sig, code):
     run_dir = tmp_path / "run"
     proc = _cli(run_dir)
-    deadline = time.monotonic() + 300
-    while _pointer_frame(run_dir) < 1200:  # past the seed frames: updates have begun
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    _wait_for_pointer(proc, run_dir, 1200)  # past the seed frames: updates have begun
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
