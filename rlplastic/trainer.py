@@ -446,10 +446,10 @@ class Trainer:
 
     def _check_agent_finite(self) -> None:
         """Stop when a parameter or optimizer state of the agent is NaN/Inf (one host sync for all tensors)."""
-        tensors = [t for t in _tensors(self.agent.state_dict()) if t.is_floating_point()]
-        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-            names = [name for name, t in _named_tensors(self.agent.state_dict()) if t.is_floating_point()
-                     and not bool(torch.isfinite(t).all())]  # fmt: skip
+        named = [(name, t) for name, t in _named_tensors(self.agent.state_dict()) if t.is_floating_point()]
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]) if named else None
+        if finite is not None and not bool(finite.all()):
+            names = [name for (name, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
             self._non_finite(f"the agent's {names[0]}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else ""))
 
     def _env_step(self, action: np.ndarray) -> None:
@@ -703,9 +703,6 @@ def _named_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Ten
         for i, value in enumerate(tree):
             yield from _named_tensors(value, f"{prefix}.{i}")
 
-
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [t for _, t in _named_tensors(tree)]
 
 
 def _clock(seconds: float) -> str:
