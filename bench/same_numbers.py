@@ -54,7 +54,7 @@ def record(out: Path, only: str | None) -> None:
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{name} failed (rc {done.returncode}):\n{done.stderr[-3000:]}")
-        print(f"{name}: {sum(1 for _ in open(run_dir / 'scalars.csv')) - 1} rows")
+        print(f"{name}: {len(rows(run_dir / 'scalars.csv'))} rows (time/* aside)")
 
 
 def rows(path: Path) -> list[tuple[str, str, str]]:
@@ -64,7 +64,7 @@ def rows(path: Path) -> list[tuple[str, str, str]]:
 
 def compare(a: Path, b: Path) -> int:
     failures = 0
-    cases = sorted(p.name for p in a.iterdir() if (p / "scalars.csv").exists() and (b / p.name / "scalars.csv").exists())
+    cases = sorted(p.name for p in a.iterdir() if (p / "scalars.csv").exists() and (b / p.name).is_dir())
     if not cases:
         sys.exit(f"no case recorded in both {a} and {b}")
     for case in cases:
@@ -73,7 +73,8 @@ def compare(a: Path, b: Path) -> int:
             print(f"{case}: same ({len(left)} rows)")
             continue
         failures += 1
-        diff = next((i for i, (x, y) in enumerate(zip(left, right)) if x != y), min(len(left), len(right)))
+        pairs = enumerate(zip(left, right, strict=False))
+        diff = next((i for i, (x, y) in pairs if x != y), min(len(left), len(right)))
         print(f"{case}: DIFFERENT ({len(left)} vs {len(right)} rows); first at row {diff}: "
               f"{left[diff] if diff < len(left) else None} vs {right[diff] if diff < len(right) else None}")
     return failures
