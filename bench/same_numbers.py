@@ -37,7 +37,7 @@ CASES: dict[str, list[str]] = {
     "pixels_inject_reset": [*PIXELS, "intervention=[inject,heads_reset]", "intervention.inject.trigger.at_frames=[800]",
                             "intervention.heads_reset.modules=[actor]",
                             "intervention.heads_reset.trigger.every_frames=1000"],
-    "states_adaptive_redo_l2": [*STATES, *FULL, "rr=adaptive", "+rr_check_every_frames=1000", "+rr_threshold=0.5",
+    "states_adaptive_redo_l2": [*STATES, *FULL, "rr=adaptive", "rr.check_every_frames=1000", "rr.threshold=0.5",
                                 "intervention=[redo,l2_init]", "intervention.redo.period=200"],
     "states_sp_wd_w2": [*STATES, "intervention=[shrink_perturb,weight_decay,w2_init]",
                         "intervention.shrink_perturb.trigger.every_frames=1000"],
