@@ -2,9 +2,9 @@
 
 One file, top to bottom: encoder, actor, critic, then the agent with ``act`` and ``update``.
 Differences from the reference, all opt-in: ``obs_type="states"`` (no conv encoder),
-``bf16`` autocast, ``channels_last`` memory format, ``compile`` (``torch.compile`` of the network
-forwards inside ``update``), and the regularizer / phase-listener seams that the plasticity tooling
-plugs into.
+``bf16`` autocast, ``channels_last`` memory format and ``compile`` (``torch.compile`` of the network
+forwards inside ``update``). The plasticity tooling plugs in through ``self.hooks``
+(:class:`~rlplastic.agent_hooks.AgentHooks`): loss phases, extra loss terms and optimizer step rules.
 """
 
 from __future__ import annotations
@@ -14,30 +14,19 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlplastic.agent_hooks import AgentHooks
 from rlplastic.augment import NoAug
-from rlplastic.interventions.sam import SAM
-from rlplastic.monitor.probe import CriticProbe
-from rlplastic.replay import Batch
+from rlplastic.protocols import Batch, CriticProbe
 from rlplastic.utils import TruncatedNormal, schedule, soft_update_params, validate_schedule, weight_init
 
 OBS_TYPES = ("pixels", "states")
-
-
-class Regularizer(Protocol):
-    """Anything that adds a loss term for a named module (``encoder``, ``actor``, ``critic``).
-
-    ``context`` carries tensors of the current loss: for ``critic`` and ``encoder`` the detached TD
-    target (``td_target``, shape (B, 1)); for ``actor`` nothing yet.
-    """
-
-    def extra_loss(self, module_name: str, context: dict[str, torch.Tensor]) -> torch.Tensor | None: ...
 
 
 class Encoder(nn.Module):
@@ -176,7 +165,6 @@ class DrQV2Agent:
             hooks added or removed later, and swapped submodules, trigger a recompile (hook guards are
             switched on for these calls).
             The losses, optimizer steps and augmentation stay eager.
-        regularizers: objects whose ``extra_loss(module_name, context)`` is added to that module's loss.
     """
 
     def __init__(
@@ -196,7 +184,6 @@ class DrQV2Agent:
         bf16: bool = False,
         channels_last: bool = False,
         compile: bool = False,  # noqa: A002 - the config key's name
-        regularizers: Sequence[Regularizer] = (),
     ) -> None:
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type={obs_type!r} is not supported: allowed are {list(OBS_TYPES)}")
@@ -226,14 +213,16 @@ class DrQV2Agent:
         self.compile = bool(compile)
         self.compile_mode = "reduce-overhead" if self.device.type == "cuda" else "default"
         self._compiled: dict[str, tuple[nn.Module, str, Callable[..., Any]]] = {}
-        self.regularizers = list(regularizers)
-        self._phase_listeners: list[Callable[[str, bool], None]] = []
+        self.hooks = AgentHooks()
 
         encoder_cls = Encoder if obs_type == "pixels" else StateEncoder
         self.encoder = encoder_cls(obs_shape).to(self.device)
         if self.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         action_dim = int(np.prod(action_shape))
+        # the widths fresh_module builds from (resets, ReDo, injection)
+        self._sizes = {"obs_shape": tuple(obs_shape), "action_dim": action_dim, "feature_dim": feature_dim,
+                       "hidden_dim": hidden_dim}  # fmt: skip
         self.actor = Actor(self.encoder.repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
         self.critic = Critic(self.encoder.repr_dim, action_dim, feature_dim, hidden_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)
@@ -263,14 +252,6 @@ class DrQV2Agent:
         """Optimizers by the name of the module they train."""
         return dict(self._optimizers)
 
-    def add_phase_listener(self, listener: Callable[[str, bool], None]) -> None:
-        """Call ``listener(phase, active)`` around the loss forwards (``critic_update``, ``actor_update``).
-
-        The monitor uses this to count activations only in the forward pass that produces a loss,
-        as the released Adaptive-RR code does, without a second forward.
-        """
-        self._phase_listeners.append(listener)
-
     def state_dict(self) -> dict[str, Any]:
         """Networks, target critic and optimizer states."""
         state = {name: getattr(self, name).state_dict() for name in ("encoder", "actor", "critic", "critic_target")}
@@ -284,18 +265,6 @@ class DrQV2Agent:
         for name, opt in self._optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
 
-    def enable_sam(self, rho: float) -> None:
-        """Train the critic with SAM (Foret et al.; docs/reference.md §4): its Adam is wrapped, state kept.
-
-        Each critic step then uses the gradient at θ + ρ·g/‖g‖ (one extra critic forward and backward per
-        update, on the same batch, features and TD targets). The encoder, trained through the critic
-        loss, keeps the gradient at θ. ``optimizers()["critic"]`` becomes the :class:`SAM` wrapper, which
-        reads and writes the Adam's state, so checkpoints and optimizer resets are unchanged.
-        """
-        if isinstance(self._optimizers["critic"], SAM):
-            raise ValueError("SAM is already enabled on the critic")
-        self._optimizers["critic"] = SAM(self.critic.parameters(), self._optimizers["critic"], rho=rho)
-
     # -- intervention protocol ------------------------------------------------------------------
     # What rlplastic.interventions needs beyond the monitor protocol: fresh initialisations to copy
     # from, the target copies to keep in sync, how units flow between modules (ReDo), which
@@ -306,30 +275,18 @@ class DrQV2Agent:
 
         Built by the same constructor as in ``__init__`` (on CPU, then moved), so it consumes the
         global torch RNG exactly as construction does: re-seeding reproduces the draw. After plasticity
-        injection this is still the *original* architecture (the injected head's base), which is what
-        injection itself needs for its fresh heads.
+        injection this is still the *original* architecture, which is what injection needs for its heads.
         """
-        modules = self.named_modules_for_monitor()
-        if name not in modules:
-            raise ValueError(f"fresh_module({name!r}): unknown module, allowed are {list(modules)}")
-        # The trunk and the critic's first Q layer give every width; the head may be wrapped by
-        # plasticity injection, whose original head is its ``base``.
-        feature_dim = self.actor.trunk[0].out_features
-        q_first = getattr(self.critic.Q1, "base", self.critic.Q1)[0]
-        hidden_dim, action_dim = q_first.out_features, q_first.in_features - feature_dim
-        repr_dim = self.encoder.repr_dim
-        fresh: nn.Module
-        if name == "encoder" and self.obs_type == "states":
-            fresh = StateEncoder((repr_dim,))
-        elif name == "encoder":
-            # Only the channel count shapes the conv parameters; H and W only set repr_dim.
-            fresh = Encoder((self.encoder.convnet[0].in_channels, 84, 84))
-            fresh.repr_dim = repr_dim
-        elif name == "actor":
-            fresh = Actor(repr_dim, action_dim, feature_dim, hidden_dim)
-        else:
-            fresh = Critic(repr_dim, action_dim, feature_dim, hidden_dim)
-        fresh = fresh.to(self.device)
+        sizes = self._sizes
+        repr_dim, widths = self.encoder.repr_dim, (sizes["action_dim"], sizes["feature_dim"], sizes["hidden_dim"])
+        builders: dict[str, Callable[[], nn.Module]] = {
+            "encoder": lambda: (Encoder if self.obs_type == "pixels" else StateEncoder)(sizes["obs_shape"]),
+            "actor": lambda: Actor(repr_dim, *widths),
+            "critic": lambda: Critic(repr_dim, *widths),
+        }
+        if name not in builders:
+            raise ValueError(f"fresh_module({name!r}): unknown module, allowed are {list(builders)}")
+        fresh = builders[name]().to(self.device)
         if name == "encoder" and self.channels_last:
             fresh = fresh.to(memory_format=torch.channels_last)
         fresh.train(self.critic.training)
@@ -397,7 +354,7 @@ class DrQV2Agent:
             # shift of their float copy, and moves a quarter of the bytes.
             obs, next_obs = self.aug(obs), self.aug(next_obs)
         obs, next_obs = obs.float(), next_obs.float()
-        with self._phase("critic_update"), self._autocast():
+        with self.hooks.loss_phase("encoder"), self._autocast():
             features = self._forward("encoder", obs)
         with torch.no_grad(), self._autocast():
             next_features = self._forward("encoder", next_obs)
@@ -422,30 +379,26 @@ class DrQV2Agent:
         self, features: torch.Tensor, batch: Batch, next_features: torch.Tensor, step: int
     ) -> dict[str, torch.Tensor]:
         target_q = self.td_target(next_features, batch.reward, batch.discount, step)
-        with self._phase("critic_update"), self._autocast():
+        with self.hooks.loss_phase("critic"), self._autocast():
             q1, q2 = self._forward("critic", features, batch.action)
         q1, q2 = q1.float(), q2.float()
-        loss = _twin_q_loss(q1, q2, target_q)
         context = {"td_target": target_q}
-        loss = loss + self._extra_loss("critic", context) + self._extra_loss("encoder", context)
+        loss = _twin_q_loss(q1, q2, target_q)
+        loss = loss + self.hooks.extra_loss("critic", context) + self.hooks.extra_loss("encoder", context)
+
+        def critic_loss_again() -> torch.Tensor:
+            # the critic's own terms on the same batch, features (detached: the encoder keeps ∇ at θ) and targets
+            with self._autocast():
+                q1_again, q2_again = self._forward("critic", features.detach(), batch.action)
+            return _twin_q_loss(q1_again, q2_again, target_q) + self.hooks.extra_loss("critic", context)
 
         for name in ("encoder", "critic"):
             if name in self._optimizers:
                 self._optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
-        critic_optimizer = self._optimizers["critic"]
-        if isinstance(critic_optimizer, SAM):
-            # The critic steps with ∇L at θ + ρg/‖g‖. The encoder keeps its gradient at θ: the second
-            # pass runs on detached features and adds only the critic's own terms.
-            critic_optimizer.first_step(zero_grad=True)
-            with self._autocast():
-                q1_ascent, q2_ascent = self._forward("critic", features.detach(), batch.action)
-            (_twin_q_loss(q1_ascent, q2_ascent, target_q) + self._extra_loss("critic", context)).backward()
-            critic_optimizer.second_step()
-        else:
-            critic_optimizer.step()
+        self.hooks.step("critic", self._optimizers["critic"], critic_loss_again)
         if "encoder" in self._optimizers:
-            self._optimizers["encoder"].step()
+            self.hooks.step("encoder", self._optimizers["encoder"])
         return {
             "critic_loss": loss.detach(),
             "critic_q1": q1.mean().detach(),
@@ -454,17 +407,17 @@ class DrQV2Agent:
         }
 
     def _update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        with self._phase("actor_update"), self._autocast():
+        with self.hooks.loss_phase("actor"), self._autocast():
             dist = self._policy(features, schedule(self.stddev_schedule, step))
         action = dist.sample(clip=self.stddev_clip)
         log_prob = dist.log_prob(action).sum(-1, keepdim=True)
         with self._autocast():
             q1, q2 = self._forward("critic", features, action)
-        loss = -torch.min(q1, q2).float().mean() + self._extra_loss("actor", {})
+        loss = -torch.min(q1, q2).float().mean() + self.hooks.extra_loss("actor", {})
 
         self._optimizers["actor"].zero_grad(set_to_none=True)
         loss.backward()
-        self._optimizers["actor"].step()
+        self.hooks.step("actor", self._optimizers["actor"])
         return {
             "actor_loss": loss.detach(),
             "actor_logprob": log_prob.mean().detach(),
@@ -569,21 +522,3 @@ class DrQV2Agent:
             yield
         finally:
             self.compile = compiled
-
-    @contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        for listener in self._phase_listeners:
-            listener(name, True)
-        try:
-            yield
-        finally:
-            for listener in self._phase_listeners:
-                listener(name, False)
-
-    def _extra_loss(self, module_name: str, context: dict[str, torch.Tensor]) -> torch.Tensor | float:
-        total: torch.Tensor | float = 0.0
-        for regularizer in self.regularizers:
-            term = regularizer.extra_loss(module_name, context)
-            if term is not None:
-                total = total + term
-        return total

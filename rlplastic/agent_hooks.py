@@ -9,6 +9,8 @@ its update; it needs to know no monitor, regularizer or SAM class::
     loss.backward()
     self.hooks.step("critic", self.critic_opt, loss_again)   # instead of critic_opt.step()
 
+``loss_again()`` recomputes the module's loss on the same inputs (SAM needs it for the critic).
+
 The tooling registers on the same object: the monitor listens to loss phases (it counts FAU in the
 forward that makes a loss, with no second forward), regularizers add loss terms, SAM replaces a
 module's optimizer step. Nothing registered here is state: it is rebuilt from the config on every
@@ -45,10 +47,11 @@ class StepRule(Protocol):
     """Replaces ``optimizer.step()`` for one module (SAM: ascend, recompute the loss, step at θ).
 
     Called after ``loss.backward()``; ``loss_again()`` recomputes that module's loss on the same batch
-    (the same frozen inputs, at the parameters as they are now) without calling ``backward``.
+    (the same frozen inputs, at the parameters as they are now) without calling ``backward``; ``None``
+    when the agent offers no recomputation for that module (a rule that needs one refuses it).
     """
 
-    def __call__(self, optimizer: torch.optim.Optimizer, loss_again: Callable[[], Tensor]) -> None: ...
+    def __call__(self, optimizer: torch.optim.Optimizer, loss_again: Callable[[], Tensor] | None) -> None: ...
 
 
 class AgentHooks:
@@ -90,8 +93,10 @@ class AgentHooks:
                 total = total + value
         return total
 
-    def step(self, module: str, optimizer: torch.optim.Optimizer, loss_again: Callable[[], Tensor]) -> None:
-        """``optimizer.step()``, or the step rule registered for ``module``."""
+    def step(
+        self, module: str, optimizer: torch.optim.Optimizer, loss_again: Callable[[], Tensor] | None = None
+    ) -> None:
+        """``optimizer.step()``, or the step rule registered for ``module`` (given ``loss_again``)."""
         rule = self._steps.get(module)
         if rule is None:
             optimizer.step()

@@ -51,8 +51,8 @@ def _with_fau_counter(agent: DrQV2Agent) -> ActivationCapture:
     capture = ActivationCapture(layers)
     stack: list = []
 
-    def listener(phase: str, active: bool) -> None:
-        if phase != "critic_update":
+    def listener(modules: tuple[str, ...], active: bool) -> None:
+        if not {"encoder", "critic"} & set(modules):
             return
         if active:
             stack.append(capture.recording())
@@ -60,7 +60,7 @@ def _with_fau_counter(agent: DrQV2Agent) -> ActivationCapture:
         else:
             stack.pop().__exit__(None, None, None)
 
-    agent.add_phase_listener(listener)
+    agent.hooks.add_phase_listener(listener)
     return capture
 
 
@@ -165,7 +165,7 @@ def test_cuda_mode_choice_keeps_hooked_modules_out_of_cuda_graphs():
     assert modes == {"encoder": "default", "critic": "default", "actor": "reduce-overhead",
                      "critic_target": "reduce-overhead"}  # fmt: skip
     assert capture.counts()["critic.Q1.1"][1] == 8 * 16
-    agent._phase_listeners.clear()
+    agent.hooks._listeners.clear()
     capture.remove()  # no hooks left: the critic moves to CUDA graphs
     agent.update(random_batch(batch_size=8, seed=1), 1)
     assert agent._compiled["critic"][1] == "reduce-overhead"

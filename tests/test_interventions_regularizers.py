@@ -323,7 +323,7 @@ def test_agent_loss_moves_by_exactly_the_regularizer_term(kind):
         target = agent.td_target(batch.next_obs, batch.reward, batch.discount, 0)
 
     plain = run_update(agent, batch, state)
-    agent.regularizers.append(reg)
+    agent.hooks.add_loss_term(reg.extra_loss)
     regularized = run_update(agent, batch, state)
     term = float(reg.last_terms["critic"])
     assert term != 0.0
@@ -340,7 +340,7 @@ def test_agent_actor_term():
     perturb(agent.actor, scale=0.05)
     state = copy.deepcopy(agent.state_dict())
     plain = run_update(agent, batch, state)
-    agent.regularizers.append(reg)
+    agent.hooks.add_loss_term(reg.extra_loss)
     regularized = run_update(agent, batch, state)
     assert regularized["critic_loss"] == plain["critic_loss"]  # critic untouched
     assert regularized["actor_loss"] - plain["actor_loss"] == pytest.approx(float(reg.last_terms["actor"]), rel=1e-4)

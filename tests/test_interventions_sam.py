@@ -121,7 +121,7 @@ def test_bad_input():
         sam.step()
     with pytest.raises(RuntimeError, match="second_step without first_step"):
         sam.second_step()
-    with pytest.raises(RuntimeError, match="no wrapped parameter has a gradient"):
+    with pytest.raises(RuntimeError, match="no parameter has a gradient"):
         sam.first_step()
     theta.sum().backward()
     sam.first_step(zero_grad=False)

@@ -78,13 +78,13 @@ class ForwardRecorder:
     def __init__(self, agent: DrQV2Agent) -> None:
         self.phase: str | None = None
         self.calls: list[tuple[str, str | None, tuple]] = []
-        agent.add_phase_listener(self._listen)
+        agent.hooks.add_phase_listener(self._listen)
         for name, module in agent.named_modules_for_monitor().items():
             module.register_forward_pre_hook(self._hook(name))
         self.agent = agent
 
-    def _listen(self, phase: str, active: bool) -> None:
-        self.phase = phase if active else None
+    def _listen(self, modules: tuple[str, ...], active: bool) -> None:
+        self.phase = "+".join(modules) if active else None
 
     def _hook(self, name: str):
         def hook(module, args):
@@ -140,15 +140,14 @@ def test_fau_equals_released_definition_and_counts_only_loss_forwards():
     monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
     monitor.attach(agent)
     recorder = ForwardRecorder(agent)
-    loss_phase = {"encoder": "critic_update", "critic": "critic_update", "actor": "actor_update"}
     released = {name: np.zeros((len(layers), 2), dtype=np.int64) for name, layers in LAYERS.items()}
     every_call = {name: np.zeros((len(layers), 2), dtype=np.int64) for name, layers in LAYERS.items()}
     for _ in range(2):
         recorder.snapshot()
         run_updates(agent, replay, monitor, 1)
         for name in LAYERS:
-            released[name] += released_counts(recorder, name, {loss_phase[name]})
-            every_call[name] += released_counts(recorder, name, {loss_phase[name], None})
+            released[name] += released_counts(recorder, name, {name})
+            every_call[name] += released_counts(recorder, name, {name, None})
 
     values = monitor.log_values()
     for name, layers in LAYERS.items():
@@ -176,8 +175,8 @@ def test_encoder_fau_every_k_updates_counts_only_those_updates():
         recorder.snapshot()
         run_updates(agent, replay, monitor, 1)
         if update % 3 == 0:  # updates 1 and 4 (the first included)
-            encoder += released_counts(recorder, "encoder", {"critic_update"})
-        critic += released_counts(recorder, "critic", {"critic_update"})
+            encoder += released_counts(recorder, "encoder", {"encoder"})
+        critic += released_counts(recorder, "critic", {"critic"})
     values = {k: float(v) for k, v in monitor.log_values().items()}
     assert values["plasticity/encoder/fau"] == pytest.approx(encoder[:, 0].sum() / encoder[:, 1].sum(), abs=1e-12)
     assert values["plasticity/critic/fau"] == pytest.approx(critic[:, 0].sum() / critic[:, 1].sum(), abs=1e-12)
@@ -263,8 +262,8 @@ def test_hooks_do_not_change_module_outputs():
     before = agent.critic(agent.encoder(obs), action)
     monitor = PlasticityMonitor(MonitorConfig(metrics=["fau"], probe_every_updates=0))
     monitor.attach(agent)
-    for phase in ("critic_update", "actor_update"):
-        monitor._on_phase(phase, True)  # hooks recording, as inside an update
+    for modules in (("encoder",), ("critic",), ("actor",)):
+        monitor._on_phase(modules, True)  # hooks recording, as inside an update
     after = agent.critic(agent.encoder(obs), action)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 

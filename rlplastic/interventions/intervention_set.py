@@ -11,10 +11,10 @@ intervention names to their settings. Three kinds:
   fires every ``period`` gradient updates by default (Sokar et al.'s rule), checked after each update;
   give it a ``trigger`` and ``period: null`` to fire it on a signal.
 * **Regularizers** ``l2_init``, ``w2_init``, ``nc_reg``, ``weight_decay``
-  (:mod:`~.regularizers`) are built on the agent's modules when the set is built and appended to
-  ``agent.regularizers``, the agent's one extra-loss hook. Their latest terms are reported by
+  (:mod:`~.regularizers`) are built on the agent's modules when the set is built and registered as
+  loss terms on ``agent.hooks`` (:class:`~rlplastic.agent_hooks.AgentHooks`). Their latest terms are reported by
   :meth:`InterventionSet.train_metrics` (device tensors, no host sync) and logged as ``train/reg/...``.
-* ``sam`` wraps the critic's optimizer in SAM (``agent.enable_sam(rho)``).
+* ``sam`` replaces the critic's optimizer step by SAM's (:class:`~.sam.SAMStep`, a step rule on ``agent.hooks``).
 
 How interventions interact. After a ``reset``/``heads_reset`` the init-anchored regularizers
 (``l2_init``, ``w2_init``) re-anchor the reset modules at the fresh weights (``reanchor: true``, the
@@ -44,6 +44,7 @@ from rlplastic.interventions.injection import inject, injected_heads, reinject_f
 from rlplastic.interventions.redo import ReDo
 from rlplastic.interventions.regularizers import REGULARIZER_KEYS, REGULARIZERS, make_regularizer
 from rlplastic.interventions.resets import FullReset, HeadsReset, ShrinkPerturb
+from rlplastic.interventions.sam import SAMStep
 from rlplastic.interventions.triggers import ScheduleTrigger, ThresholdTrigger, make_trigger
 
 __all__ = ["INTERVENTIONS", "InterventionSet", "make_interventions"]
@@ -90,7 +91,7 @@ class InterventionSet:
     Args:
         agent: an agent with the docs/design.md protocol and the intervention protocol (``fresh_module``,
             ``target_networks``, ``layer_links``, ``injection_heads``, ``forward_for_statistics``,
-            ``regularizers``, ``enable_sam``), as far as the configured interventions need them.
+            ``hooks``), as far as the configured interventions need them.
         config: intervention name → its settings (keys of :data:`INTERVENTIONS`); ``None`` or an empty
             mapping for none.
         seed: seed of the set's own generator (ReDo's statistics batches).
@@ -132,7 +133,8 @@ class InterventionSet:
         self._check_injection_conflicts()
 
         if "sam" in config:
-            agent.enable_sam(**config["sam"])
+            with _named_errors("sam"):
+                agent.hooks.set_step_rule("critic", SAMStep(**config["sam"]))
         self.regularizers: dict[str, Any] = {}
         optimizers = agent.optimizers()
         for name in REGULARIZERS:
@@ -144,7 +146,7 @@ class InterventionSet:
                 with _named_errors(name):
                     self.regularizers[name] = make_regularizer(name, modules=available, optimizers=optimizers,
                                                                **settings)  # fmt: skip
-                agent.regularizers.append(self.regularizers[name])
+                agent.hooks.add_loss_term(self.regularizers[name].extra_loss)
 
     # -- construction ---------------------------------------------------------------------------------
 

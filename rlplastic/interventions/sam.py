@@ -30,10 +30,65 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "SAMStep"]
 
 # ‖g‖ below this makes ε = 0 rather than dividing by ~0 (a zero gradient has no ascent direction)
 _TINY_NORM = 1e-12
+
+
+def _check_rho(rho: Any) -> float:
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
+        raise ValueError(f"sam.rho={rho!r} must be a finite number > 0")
+    return float(rho)
+
+
+@torch.no_grad()
+def _ascend(params: list[Tensor], rho: float) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """θ ← θ + ρ·g/‖g‖ over the ``params`` that have a gradient; returns the copies of θ and ‖g‖."""
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        raise RuntimeError("SAM: no parameter has a gradient; call loss.backward() first")
+    grads = [p.grad for p in with_grad]
+    dtype = functools.reduce(torch.promote_types, (g.dtype for g in grads))
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.to(dtype)) for g in grads]))
+    scale = rho / norm.clamp_min(_TINY_NORM)
+    backup = [(p, p.detach().clone()) for p in with_grad]
+    for p, g in zip(with_grad, grads, strict=True):
+        p.add_(g * scale.to(p.dtype))
+    return backup, norm
+
+
+@torch.no_grad()
+def _restore(backup: list[tuple[Tensor, Tensor]]) -> None:
+    """θ back from the copies :func:`_ascend` made (copied, not subtracted: no rounding drift)."""
+    for p, original in backup:
+        p.copy_(original)
+
+
+class SAMStep:
+    """SAM as an agent step rule (:class:`~rlplastic.agent_hooks.StepRule`): the ``sam`` intervention.
+
+    Registered for the critic (``agent.hooks.set_step_rule("critic", SAMStep(rho))``), it replaces the
+    critic optimizer's step: ascend the optimizer's parameters to θ + ρ·g/‖g‖, recompute the loss there
+    (``loss_again``), restore θ and step with ∇L(θ + ε). The optimizer itself is unchanged, so
+    checkpoints, optimizer resets and weight decay see the same Adam.
+
+    :param rho: ascent radius ρ > 0 (Foret et al.: 0.05).
+    """
+
+    def __init__(self, rho: float = 0.05) -> None:
+        self.rho = _check_rho(rho)
+
+    def __call__(self, optimizer: torch.optim.Optimizer, loss_again: Callable[[], Tensor] | None) -> None:
+        if loss_again is None:
+            raise ValueError("SAM needs the agent to pass loss_again to hooks.step (it recomputes the loss at θ + ε)")
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        backup, _ = _ascend(params, self.rho)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss_again().backward()
+        _restore(backup)
+        optimizer.step()
 
 
 class SAM(torch.optim.Optimizer):
@@ -62,8 +117,7 @@ class SAM(torch.optim.Optimizer):
         base_optimizer: torch.optim.Optimizer,
         rho: float = 0.05,
     ) -> None:
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho) or rho <= 0:
-            raise ValueError(f"sam.rho={rho!r} must be a finite number > 0")
+        rho = _check_rho(rho)
         if not isinstance(base_optimizer, torch.optim.Optimizer) or isinstance(base_optimizer, SAM):
             raise ValueError(f"base_optimizer must be a torch.optim.Optimizer (not a SAM), got {base_optimizer!r}")
         self._ready = False
@@ -113,16 +167,7 @@ class SAM(torch.optim.Optimizer):
         """
         if self._backup is not None:
             raise RuntimeError("SAM.first_step called twice: call second_step() to restore θ first")
-        with_grad = [p for p in self._params if p.grad is not None]
-        if not with_grad:
-            raise RuntimeError("SAM.first_step: no wrapped parameter has a gradient; call loss.backward() first")
-        grads = [p.grad for p in with_grad]
-        dtype = functools.reduce(torch.promote_types, (g.dtype for g in grads))
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.to(dtype)) for g in grads]))
-        scale = self.rho / norm.clamp_min(_TINY_NORM)
-        self._backup = [(p, p.detach().clone()) for p in with_grad]
-        for p, g in zip(with_grad, grads, strict=True):
-            p.add_(g * scale.to(p.dtype))
+        self._backup, norm = _ascend(self._params, self.rho)
         if zero_grad:
             self.zero_grad()
         return norm
@@ -136,8 +181,7 @@ class SAM(torch.optim.Optimizer):
         """
         if self._backup is None:
             raise RuntimeError("SAM.second_step without first_step: there is no perturbation to undo")
-        for p, original in self._backup:
-            p.copy_(original)
+        _restore(self._backup)
         self._backup = None
         self.base_optimizer.step()
         if zero_grad:

@@ -2,9 +2,10 @@ r"""The plasticity monitor the trainer drives: FAU on every update, probe metric
 
 **Every update (on device, no host sync).** Forward hooks (:class:`ActivationCapture`, counting
 mode) on every ``nn.ReLU`` of each monitored module count ``#(activation > 0)`` and ``#activation``
-per layer. They count only inside the agent's loss forwards, signalled by its phase listener
-(``agent.add_phase_listener``): the encoder and critic inside ``critic_update``, the actor inside
-``actor_update``. That is the released Adaptive-RR definition of FAU (docs/reference.md §2): the
+per layer. They count only inside the agent's loss forwards, which the agent marks with
+``agent.hooks.loss_phase(module)`` (:class:`~rlplastic.agent_hooks.AgentHooks`): for DrQ-v2 the
+encoder's and the critic's forwards in the critic loss, the actor's in the actor loss. That is the
+released Adaptive-RR definition of FAU (docs/reference.md §2): the
 current, augmented training minibatch, strictly ``> 0``, pooled over layers as
 ``Σ positives / Σ elements``. The critic forward inside the actor loss, the target computation
 and acting are not counted. FAU is pooled over the updates of a log window (:meth:`log_values`)
@@ -61,6 +62,7 @@ dashboard (:mod:`rlplastic.dashboard`).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
@@ -92,7 +94,6 @@ from rlplastic.monitor.fitting import (
     random_projection_targets,
 )
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.probe import PROBE_FEATURES
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -102,6 +103,7 @@ from rlplastic.monitor.rank import (
     srank,
     weight_rms,
 )
+from rlplastic.protocols import PROBE_FEATURES
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
@@ -134,8 +136,6 @@ METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "fitting": FITTING_METRICS,
 }
 
-#: Which modules count FAU inside which agent phase (the loss forward of each network).
-PHASES: dict[str, tuple[str, ...]] = {"critic_update": ("encoder", "critic"), "actor_update": ("actor",)}
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
@@ -441,7 +441,8 @@ class PlasticityMonitor:
         self._modules: dict[str, nn.Module] = {}
         self._layers: dict[str, dict[str, nn.Module]] = {}  # ReLUs of modules that have any
         self._captures: dict[str, ActivationCapture] = {}
-        self._phase_stacks: dict[str, ExitStack] = {}
+        self._phase_stacks: list[ExitStack] = []  # one per open loss phase, innermost last
+        self._hooks: Any = None  # the agent's AgentHooks, once attached
         self._device = torch.device("cpu")
         # FAU counts, (L, 2) int64 [positive, total] per module: the open log window and episode,
         # the last closed ones, and the very first update (Adaptive-RR's first reference)
@@ -490,7 +491,8 @@ class PlasticityMonitor:
             for name, layers in self._layers.items():
                 for store in (self._window, self._episode):
                     store[name] = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
-            agent.add_phase_listener(self._on_phase)
+            agent.hooks.add_phase_listener(self._on_phase)
+            self._hooks = agent.hooks
         self._param_refs = {name: dict(module.named_parameters()) for name, module in self._modules.items()}
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
@@ -557,6 +559,13 @@ class PlasticityMonitor:
         self._episode_updates += 1
         if self.updates == 1 and self._captures:
             self._first_update = {name: self._capture_counts(name) for name in self._captures}
+            if self._hooks.phase_events == 0:
+                warnings.warn(
+                    f"{type(agent).__name__}.update opened no loss phase, so the monitor counts no FAU (it would "
+                    "read NaN): wrap each forward that makes a module's loss in `with self.hooks.loss_phase(name):`",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         every = self.config.probe_every_updates
         due = (every > 0 and self.updates % every == 0) or (self.config.probe_at_start and self.updates == 1)
         if due and self._metrics & set(PROBE_METRICS):
@@ -875,16 +884,17 @@ class PlasticityMonitor:
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
 
-    def _on_phase(self, phase: str, active: bool) -> None:
-        """Phase listener: count FAU only in the loss forward of each network."""
+    def _on_phase(self, modules: tuple[str, ...], active: bool) -> None:
+        """Phase listener: count FAU only in the forward that makes a module's loss."""
         if active:
-            stack = self._phase_stacks.setdefault(phase, ExitStack())
+            stack = ExitStack()
             skip_encoder = self.updates % self.config.encoder_fau_every_updates != 0
-            for name in PHASES.get(phase, ()):
+            for name in modules:
                 if name in self._captures and not (name == "encoder" and skip_encoder):
                     stack.enter_context(self._captures[name].recording())
-        elif phase in self._phase_stacks:
-            self._phase_stacks[phase].close()
+            self._phase_stacks.append(stack)
+        elif self._phase_stacks:
+            self._phase_stacks.pop().close()
 
     def _capture_counts(self, name: str) -> Tensor:
         """The capture's counts since its last reset, as ``(L, 2)`` int64 (layers not called: 0)."""
