@@ -18,6 +18,7 @@ from rlplastic.monitor import MonitorConfig, PlasticityMonitor
 from rlplastic.protocols import InjectableAgent, ProbedAgent, RecyclableAgent, require
 from rlplastic.replay import ReplayBuffer
 from tests.factories import ACTION_DIM, PIXELS, STATE_DIM, checkpoint_round_trip, random_batch
+from tests.test_docs import glossary_entries, undocumented
 from tests.test_monitor_integration import TINY_PROBE
 from tests.test_trainer import STATES, run_train
 
@@ -418,6 +419,7 @@ def test_train_py_runs_sac_from_states_with_each_rr_controller(tmp_path, rr):
     summary, series = run_train(tmp_path, [*TINY_SAC_RUN, *rr])
     assert summary["status"] == "complete" and np.isfinite(summary["final_eval_return"])
     assert {"train/alpha", "train/alpha_loss", "train/critic_q2"} <= set(series)
+    assert undocumented(set(series), glossary_entries()) == []  # docs/metrics.md documents SAC's tags
 
 
 def test_train_py_runs_sac_from_pixels(tmp_path):
@@ -439,12 +441,11 @@ def test_train_py_refuses_bf16_for_sac(tmp_path):
 # -- learning ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_sac_learns_cartpole_balance_from_states(tmp_path):
-    # A uniform random policy scores 330 ± 55 (max 420 over 10 episodes) on cartpole_balance.
-    # Learning is asserted, never the clock.
+    # A uniform random policy scores 330 ± 55 (max 420 over 10 episodes) on cartpole_balance. These settings
+    # reached 898, 917 and 826 (seeds 1, 2, 3) in about 40 s on 2 loaded cores. The clock is never asserted.
     summary, series = run_train(tmp_path, [
-        *STATES, "agent=sac", "action_repeat=4", "hidden_dim=128", "batch_size=128", "rr.ratio=2", "lr=3e-4",
-        "num_train_frames=10000", "eval_every_frames=10000", "num_eval_episodes=3", "monitor=off", "use_tb=false",
+        *STATES, "agent=sac", "action_repeat=4", "hidden_dim=128", "batch_size=128", "rr.ratio=1", "lr=1e-3",
+        "num_train_frames=8000", "eval_every_frames=8000", "num_eval_episodes=3", "monitor=off", "use_tb=false",
     ])  # fmt: skip
     assert summary["final_eval_return"] > 700, series["eval/episode_reward"]
