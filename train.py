@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.drqv2 import DrQV2Agent, compile_unavailable_reason
+from agents.sac import SACAgent
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
 from rlplastic.errors import RunError
@@ -49,7 +50,7 @@ except RuntimeError as _import_error:  # mujoco refuses an unknown MUJOCO_GL as 
         raise
     sys.exit(f"rlplastic: error: {_import_error}: use MUJOCO_GL=egl (headless), osmesa (software) or glfw (display)")
 
-AGENTS = {"drqv2": DrQV2Agent}
+AGENTS = {"drqv2": DrQV2Agent, "sac": SACAgent}
 EVAL_SEED_OFFSET = 1000
 
 
