@@ -22,10 +22,6 @@ from tests.test_docs import glossary_entries, undocumented
 from tests.test_monitor_integration import TINY_PROBE
 from tests.test_trainer import STATES, run_train
 
-NEEDS_HOOKS_SET = pytest.mark.xfail(reason="needs the hooks-based InterventionSet", strict=False)
-NEEDS_HOOKS_MONITOR = pytest.mark.xfail(reason="needs the hooks-based monitor (agent.hooks phase listener)",
-                                        strict=False)  # fmt: skip
-
 
 def tiny_sac(obs_type: str = "states", seed: int = 0, **kwargs) -> SACAgent:
     """A SAC agent with 8-wide trunks and 16-wide heads, seeded, no exploration steps."""
@@ -309,7 +305,6 @@ REGULARIZERS = {
 }
 
 
-@NEEDS_HOOKS_SET
 @pytest.mark.parametrize("name", list(REGULARIZERS))
 def test_regularizers_and_sam_plug_in_through_the_hooks(name):
     agent = tiny_sac("pixels")
@@ -329,7 +324,6 @@ def test_regularizers_and_sam_plug_in_through_the_hooks(name):
 # -- the monitor ------------------------------------------------------------------------------------
 
 
-@NEEDS_HOOKS_MONITOR
 @pytest.mark.parametrize("obs_type", ["states", "pixels"])
 def test_monitor_measures_fau_and_every_probe_metric_on_sac(obs_type):
     agent = tiny_sac(obs_type, augmentation=RandomShift(pad=4) if obs_type == "pixels" else None)
@@ -410,9 +404,9 @@ TINY_SAC_RUN = [*STATES, "agent=sac", "num_train_frames=1500", "eval_every_frame
     "rr",
     [
         pytest.param(["rr=static", "monitor=off"], id="static"),
-        pytest.param(["rr=adaptive", "rr.check_every_frames=500"], id="adaptive", marks=NEEDS_HOOKS_MONITOR),
-        pytest.param(["rr=ladder"], id="ladder", marks=NEEDS_HOOKS_MONITOR),
-        pytest.param(["rr=adaptive_ref"], id="adaptive_ref", marks=NEEDS_HOOKS_MONITOR),
+        pytest.param(["rr=adaptive", "rr.check_every_frames=500"], id="adaptive"),
+        pytest.param(["rr=ladder"], id="ladder"),
+        pytest.param(["rr=adaptive_ref"], id="adaptive_ref"),
     ],
 )
 def test_train_py_runs_sac_from_states_with_each_rr_controller(tmp_path, rr):
