@@ -26,10 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from agents.drqv2 import DrQV2Agent, compile_unavailable_reason
+from agents.drqv2 import DrQV2Agent
 from agents.sac import SACAgent
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
+from rlplastic.compiled import compile_unavailable_reason
 from rlplastic.errors import RunError
 from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor

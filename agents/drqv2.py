@@ -10,8 +10,6 @@ forwards inside ``update``). The plasticity tooling plugs in through ``self.hook
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -23,6 +21,7 @@ from torch import nn
 
 from rlplastic.agent_hooks import AgentHooks
 from rlplastic.augment import NoAug
+from rlplastic.compiled import CompiledForwards
 from rlplastic.protocols import Batch, CriticProbe
 from rlplastic.utils import TruncatedNormal, schedule, soft_update_params, validate_schedule, weight_init
 
@@ -103,37 +102,6 @@ class Critic(nn.Module):
         return self.Q1(h_action), self.Q2(h_action)
 
 
-def compile_unavailable_reason(device: str | torch.device) -> str | None:
-    """Why ``torch.compile`` (Inductor) cannot run on ``device`` here, or ``None`` when it can.
-
-    Inductor writes C++ (CPU) or Triton (CUDA) kernels and builds them with a host compiler; a
-    missing compiler would otherwise surface as a long traceback at the first update.
-    """
-    device = torch.device(device)
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile (TorchDynamo) does not support this Python version"
-    if device.type == "cpu":
-        candidates = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-        if not any(c and shutil.which(c) for c in candidates):
-            return "no C++ compiler found (g++, c++, clang++ or $CXX) for Inductor's CPU kernels; install g++"
-    elif device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "Triton is not installed (it ships with the CUDA build of torch), so Inductor has no GPU backend"
-        candidates = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
-        if not any(c and shutil.which(c) for c in candidates):
-            return "no C compiler found (cc, gcc, clang or $CC) for Triton's kernel launchers; install gcc"
-    else:
-        return f"compile is supported on cpu and cuda devices, not {device.type!r}"
-    return None
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether ``module`` or any submodule has a forward (pre-)hook."""
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
-
-
 def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DrQ-v2's critic loss: both Q heads regressed onto the same TD target, in float32."""
     return F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
@@ -158,13 +126,9 @@ class DrQV2Agent:
         bf16: run the forward passes of ``update`` under bfloat16 autocast.
         channels_last: keep the encoder and its input in channels-last memory format.
         compile: run the network forwards of ``update`` (encoder, actor mean, critic, target critic)
-            through ``torch.compile``: ``mode="reduce-overhead"`` (CUDA graphs) on CUDA for modules
-            without forward hooks (with ``monitor=off`` all; with the monitor the target critic), the
-            default mode otherwise and on CPU. Acting, probes and ReDo statistics stay eager. The
-            monitor's forward hooks on ReLU modules are traced into the compiled graphs and still count;
-            hooks added or removed later, and swapped submodules, trigger a recompile (hook guards are
-            switched on for these calls).
-            The losses, optimizer steps and augmentation stay eager.
+            through ``torch.compile`` (:class:`~rlplastic.compiled.CompiledForwards`: CUDA graphs on CUDA
+            for modules without hooks; the monitor's hooks still count). Acting, probes, ReDo
+            statistics, the losses, optimizer steps and augmentation stay eager.
     """
 
     def __init__(
@@ -195,10 +159,6 @@ class DrQV2Agent:
         if stddev_clip <= 0:
             raise ValueError(f"stddev_clip={stddev_clip} must be > 0")
         validate_schedule(stddev_schedule)
-        if compile:
-            reason = compile_unavailable_reason(device)
-            if reason is not None:
-                raise ValueError(f"compile=true cannot run here: {reason}")
         if obs_type == "states" and augmentation is not None and not isinstance(augmentation, NoAug):
             raise ValueError(f"augmentation {type(augmentation).__name__} needs obs_type='pixels'; states take none")
 
@@ -211,8 +171,7 @@ class DrQV2Agent:
         self.bf16 = bf16
         self.channels_last = channels_last and obs_type == "pixels"
         self.compile = bool(compile)
-        self.compile_mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-        self._compiled: dict[str, tuple[nn.Module, str, Callable[..., Any]]] = {}
+        self._compiled = CompiledForwards(self.device) if compile else None
         self.hooks = AgentHooks()
 
         encoder_cls = Encoder if obs_type == "pixels" else StateEncoder
@@ -345,8 +304,8 @@ class DrQV2Agent:
 
         Returns detached on-device scalars; reading them is left to the logger (no host sync here).
         """
-        if self.compile and self.compile_mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
+        if self._compiled is not None:
+            self._compiled.step_begin()
         obs = self._prepare_obs(batch.obs)
         next_obs = self._prepare_obs(batch.next_obs)
         if self.obs_type == "pixels":
@@ -442,31 +401,8 @@ class DrQV2Agent:
             self.actor(features, schedule(self.stddev_schedule, step))
             with self._eager():  # probes run eagerly: no recompiles for their hooks and batch size
                 target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
-            critic_trunk = self.critic.trunk(features)
-            penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, batch.action], dim=-1))
-            q1 = self.critic.Q1[-1](penultimate)
-        action = batch.action
-
-        def loss_fn() -> torch.Tensor:
-            return _twin_q_loss(*self.critic(features, action), target)
-
-        head = self.critic.Q1[-1]
-        return CriticProbe(
-            loss_fn=loss_fn,
-            # frozen parameters (a plasticity-injected head) are constants of the loss, not variables
-            params=[p for p in self.critic.parameters() if p.requires_grad],
-            features={
-                "encoder": features,
-                "critic_trunk": critic_trunk,
-                "actor_trunk": actor_trunk,
-                "critic_penultimate": penultimate,
-            },  # fmt: skip
-            td_target=target.squeeze(-1),
-            q=q1.squeeze(-1),
-            head_weight=head.weight.detach().squeeze(0),
-            head_bias=head.bias.detach().squeeze(0),
-            critic_inputs=(features, action),
-        )
+        extra = {"encoder": features, "actor_trunk": actor_trunk}
+        return CriticProbe.of_twin_q_critic(self.critic, features, batch.action, target, _twin_q_loss, extra)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -480,34 +416,14 @@ class DrQV2Agent:
         module: nn.Module = getattr(self, name)
         if not self.compile:
             return module(*args)
-        return self._compiled_call(name, module, module, args)
+        return self._compiled.call(name, module, module, args)
 
     def _policy(self, features: torch.Tensor, std: float) -> TruncatedNormal:
         """``self.actor(features, std)``; compiled, only the mean is (a float ``std`` would recompile)."""
         if not self.compile:
             return self.actor(features, std)
-        mu = self._compiled_call("actor", self.actor, self.actor.mean, (features,))
+        mu = self._compiled.call("actor", self.actor, self.actor.mean, (features,))
         return TruncatedNormal(mu, torch.full_like(mu, std))
-
-    def _compiled_call(self, name: str, module: nn.Module, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """Call the compiled ``fn``, compiling it again when ``self.<name>`` is no longer ``module``.
-
-        Dynamo's guards on forward hooks are off by default (a hook added after compiling would be
-        ignored); they are switched on while the compiled code runs and compiles, so the monitor's and
-        interventions' hooks always fire as they would eagerly. On CUDA a module with hooks anywhere in
-        it is compiled in the default mode, one without in ``reduce-overhead`` (CUDA graphs): the
-        monitor's hooks update device counters that must outlive the call, which CUDA-graph memory
-        (overwritten by the next replay) cannot hold, and graphs that mutate inputs skip CUDA graphs anyway.
-        """
-        mode = self.compile_mode
-        if mode == "reduce-overhead" and _has_hooks(module):
-            mode = "default"
-        cached = self._compiled.get(name)
-        if cached is None or cached[0] is not module or cached[1] != mode:
-            cached = (module, mode, torch.compile(fn, mode=mode))
-            self._compiled[name] = cached
-        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
-            return cached[2](*args)
 
     def _autocast(self) -> Any:
         if not self.bf16:

@@ -388,30 +388,8 @@ class SACAgent:
             self.critic(features, action)
             target = self.soft_td_target(self.encoder(next_obs.float()), batch.reward, batch.discount)
             actor_trunk = self.actor.trunk(features)
-            critic_trunk = self.critic.trunk(features)
-            penultimate = self.critic.Q1[:-1](torch.cat([critic_trunk, action], dim=-1))
-            q1 = self.critic.Q1[-1](penultimate)
-
-        def loss_fn() -> Tensor:
-            return _twin_q_loss(*self.critic(features, action), target)
-
-        head = self.critic.Q1[-1]
-        return CriticProbe(
-            loss_fn=loss_fn,
-            # frozen parameters (a plasticity-injected head) are constants of the loss, not variables
-            params=[p for p in self.critic.parameters() if p.requires_grad],
-            features={
-                "encoder": features,
-                "critic_trunk": critic_trunk,
-                "actor_trunk": actor_trunk,
-                "critic_penultimate": penultimate,
-            },  # fmt: skip
-            td_target=target.squeeze(-1),
-            q=q1.squeeze(-1),
-            head_weight=head.weight.detach().squeeze(0),
-            head_bias=head.bias.detach().squeeze(0),
-            critic_inputs=(features, action),
-        )
+        extra = {"encoder": features, "actor_trunk": actor_trunk}
+        return CriticProbe.of_twin_q_critic(self.critic, features, action, target, _twin_q_loss, extra)
 
     def _optimizers_of(self, *names: str) -> list[torch.optim.Optimizer]:
         return [self._optimizers[n] for n in names if n in self._optimizers]

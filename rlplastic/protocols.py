@@ -135,6 +135,44 @@ class CriticProbe:
     head_bias: Tensor | None = None
     critic_inputs: tuple[Tensor, ...] = ()
 
+    @classmethod
+    def of_twin_q_critic(
+        cls,
+        critic: nn.Module,
+        features: Tensor,
+        action: Tensor,
+        td_target: Tensor,
+        loss: Callable[[Tensor, Tensor, Tensor], Tensor],
+        extra_features: Mapping[str, Tensor] | None = None,
+    ) -> CriticProbe:
+        """The probe of a critic built like DrQ-v2's: ``trunk`` on the features, then heads ``Q1``, ``Q2``
+        (``nn.Sequential`` ending in a Linear) on ``[trunk(features), action]``.
+
+        Args:
+            critic: the critic; ``critic(features, action)`` returns ``(q1, q2)``.
+            features: the frozen, detached encoder features of the probe batch.
+            action: the batch actions.
+            td_target: the frozen TD target, shape (n, 1).
+            loss: ``loss(q1, q2, td_target)``, the agent's critic loss.
+            extra_features: more :data:`PROBE_FEATURES` entries (``encoder``, ``actor_trunk``).
+        """
+        with torch.no_grad():
+            critic_trunk = critic.trunk(features)
+            penultimate = critic.Q1[:-1](torch.cat([critic_trunk, action], dim=-1))
+            q1 = critic.Q1[-1](penultimate)
+        head = critic.Q1[-1]
+        return cls(
+            loss_fn=lambda: loss(*critic(features, action), td_target),
+            # frozen parameters (a plasticity-injected head) are constants of the loss, not variables
+            params=[p for p in critic.parameters() if p.requires_grad],
+            features={**(extra_features or {}), "critic_trunk": critic_trunk, "critic_penultimate": penultimate},
+            td_target=td_target.squeeze(-1),
+            q=q1.squeeze(-1),
+            head_weight=head.weight.detach().squeeze(0),
+            head_bias=head.bias.detach().squeeze(0),
+            critic_inputs=(features, action),
+        )
+
 
 #: The feature matrices the monitor reads from :attr:`CriticProbe.features`: ``encoder`` (the encoder's
 #: output) → ``encoder/…`` tags, ``critic_trunk`` → ``critic/trunk/…``, ``actor_trunk`` → ``actor/trunk/…``,

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,70 +37,9 @@ from rlplastic.checkpoint import (
 )
 from rlplastic.errors import NonFiniteError, RunError
 from rlplastic.logger import Logger, RunningMeans
-from rlplastic.replay import ReplayBuffer
+from rlplastic.protocols import Agent, Env, Interventions, Monitor, Replay, RRController
 from rlplastic.replay_prefetch import PrefetchingSampler
-
-
-class Env(Protocol):
-    """What the trainer needs of an environment (``envs.dmc.DMCEnv`` provides it)."""
-
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]: ...
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
-    def last_frame(self) -> np.ndarray: ...
-    def render(self) -> np.ndarray: ...
-    def get_state(self) -> dict[str, Any]: ...
-    def set_state(self, state: dict[str, Any]) -> None: ...
-
-
-class Agent(Protocol):
-    """The agent protocol of docs/design.md (the parts the loop calls)."""
-
-    def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray: ...
-    def update(self, batch: Any, step: int) -> dict[str, Any]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class RRController(Protocol):
-    """A replay-ratio controller (``rlplastic.rr``)."""
-
-    value: float
-    total_updates: int
-    signals_needed: tuple[str, ...]
-
-    def updates_due(self, step: int) -> int: ...
-    def observe(self, signals: dict[str, float], frame: int) -> list[str]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Interventions(Protocol):
-    """The run's interventions (``rlplastic.interventions.InterventionSet``) as the loop drives them."""
-
-    signals_needed: tuple[str, ...]
-
-    def after_update(self, replay: ReplayBuffer, device: torch.device) -> dict[str, dict[str, float]]: ...
-    def at_episode_end(
-        self, signals: dict[str, float], frame: int, replay: ReplayBuffer, device: torch.device
-    ) -> dict[str, dict[str, float]]: ...
-    def train_metrics(self) -> dict[str, Any]: ...
-    def restore_structure(self, agent_state: dict[str, Any]) -> None: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Monitor(Protocol):
-    """A plasticity monitor (``rlplastic.monitor.PlasticityMonitor``) as the loop drives it."""
-
-    def attach(self, agent: Any) -> None: ...
-    def after_update(self, agent: Any, replay: ReplayBuffer, step: int) -> None: ...
-    def end_episode(self) -> None: ...
-    def log_values(self) -> dict[str, Any]: ...
-    def pop_probe_records(self) -> list[Any]: ...
-    def expected_tags(self) -> list[str]: ...
-    def signals(self) -> dict[str, float]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+from rlplastic.wandb_sink import WandbSink
 
 
 @dataclass
@@ -225,7 +164,8 @@ class Trainer:
     """Runs (or resumes) one training run in ``run_dir``.
 
     Args:
-        agent: an agent following the protocol of docs/design.md.
+        agent: an agent with the :class:`~rlplastic.protocols.Agent` protocol (the monitor and the
+            interventions need more of the contract; they check it when they are built).
         train_env: environment for acting and learning.
         eval_env: a separate instance with its own seed, used only for evaluation.
         replay: the replay buffer.
@@ -246,7 +186,7 @@ class Trainer:
         agent: Agent,
         train_env: Env,
         eval_env: Env,
-        replay: ReplayBuffer,
+        replay: Replay,
         rr: RRController,
         run_dir: str | Path,
         config: TrainerConfig,
@@ -254,7 +194,7 @@ class Trainer:
         seed: int = 0,
         monitor: Monitor | None = None,
         interventions: Interventions | None = None,
-        wandb: Any = None,
+        wandb: WandbSink | None = None,
     ) -> None:
         self.agent = agent
         self.wandb = wandb

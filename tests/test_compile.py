@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 import torch
 
-from agents.drqv2 import DrQV2Agent, compile_unavailable_reason
+from agents.drqv2 import DrQV2Agent
+from rlplastic.compiled import compile_unavailable_reason
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
 from tests.factories import random_batch, tiny_agent
 from tests.test_trainer import run_train
@@ -94,8 +95,8 @@ def test_compiled_update_matches_eager_and_keeps_the_fau_counts(compiled):
     eager_metrics = _two_updates(eager)
     assert (
         agent.compile
-        and agent.compile_mode == "default"
-        and set(agent._compiled) == {"encoder", "actor", "critic", "critic_target"}
+        and agent._compiled.mode == "default"
+        and set(agent._compiled.cache) == {"encoder", "actor", "critic", "critic_target"}
     )
     for got, want in zip(metrics, eager_metrics, strict=True):
         assert got.keys() == want.keys()
@@ -157,15 +158,15 @@ def test_cuda_mode_choice_keeps_hooked_modules_out_of_cuda_graphs():
     # The CUDA choice, exercised on CPU (where reduce-overhead compiles without CUDA graphs): modules with
     # the monitor's hooks use the default mode, the unhooked target critic uses CUDA graphs.
     agent = tiny_agent(compile=True)
-    agent.compile_mode = "reduce-overhead"
+    agent._compiled.mode = "reduce-overhead"
     capture = _with_fau_counter(agent)
     torch.manual_seed(0)
     agent.update(random_batch(batch_size=8, seed=0), 0)
-    modes = {name: mode for name, (_, mode, _) in agent._compiled.items()}
+    modes = {name: mode for name, (_, mode, _) in agent._compiled.cache.items()}
     assert modes == {"encoder": "default", "critic": "default", "actor": "reduce-overhead",
                      "critic_target": "reduce-overhead"}  # fmt: skip
     assert capture.counts()["critic.Q1.1"][1] == 8 * 16
     agent.hooks._listeners.clear()
     capture.remove()  # no hooks left: the critic moves to CUDA graphs
     agent.update(random_batch(batch_size=8, seed=1), 1)
-    assert agent._compiled["critic"][1] == "reduce-overhead"
+    assert agent._compiled.cache["critic"][1] == "reduce-overhead"
