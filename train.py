@@ -170,7 +170,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.obs_type not in ("pixels", "states"):
         raise ValueError(f"obs_type={cfg.obs_type!r} is not supported: allowed are ['pixels', 'states']")
     if cfg.aug.name not in AUGMENTATIONS:
-        raise ValueError(f"unknown aug {cfg.aug.name!r}: allowed are {sorted(AUGMENTATIONS)}")
+        raise ValueError(f"unknown aug {cfg.aug.name!r}: allowed are {list(AUGMENTATIONS.names())}")
     if cfg.obs_type == "states" and cfg.aug.name != "none":
         raise ValueError(f"aug={cfg.aug.name} augments images but obs_type=states: use aug=none with states")
     if cfg.agent.name not in AGENTS:
