@@ -30,14 +30,14 @@ from agents.drqv2 import DrQV2Agent
 from agents.sac import SACAgent
 from rlplastic.augment import AUGMENTATIONS, make_augmentation
 from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everything
-from rlplastic.compiled import compile_unavailable_reason
 from rlplastic.errors import RunError
 from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
 from rlplastic.provenance import append_start, start_record
+from rlplastic.registry import Registry
 from rlplastic.replay import estimated_bytes
 from rlplastic.replay_device import make_replay, resolve_replay_device
-from rlplastic.rr import make_rr_controller
+from rlplastic.rr import CONTROLLERS, make_rr_controller
 from rlplastic.rundir import CONFIG_NAME, check_same_experiment, override_key, run_dir_for, variant_name
 from rlplastic.runlock import RunDirLock
 from rlplastic.system import tune_malloc
@@ -51,7 +51,12 @@ except RuntimeError as _import_error:  # mujoco refuses an unknown MUJOCO_GL as 
         raise
     sys.exit(f"rlplastic: error: {_import_error}: use MUJOCO_GL=egl (headless), osmesa (software) or glfw (display)")
 
-AGENTS = {"drqv2": DrQV2Agent, "sac": SACAgent}
+AGENTS: Registry[Any] = Registry("agent", "agent")
+"""Agent classes by config name (``configs/agent/<name>.yaml``); built with :data:`AGENT_CONTEXT` + the agent group."""
+AGENTS.register("drqv2")(DrQV2Agent)
+AGENTS.register("sac")(SACAgent)
+#: Constructor arguments the trainer supplies to every agent; the ``agent`` group may not set them.
+AGENT_CONTEXT = ("obs_shape", "action_shape", "device", "obs_type", "augmentation", "compile")
 EVAL_SEED_OFFSET = 1000
 
 
@@ -147,8 +152,19 @@ def check_memory(cfg: DictConfig, frame_shape: tuple[int, ...], replay_nbytes: i
         )
 
 
+def group_settings(group: DictConfig) -> dict[str, Any]:
+    """A config group's settings without its ``name``: the keyword arguments of its builder."""
+    return {key: value for key, value in OmegaConf.to_container(group, resolve=True).items() if key != "name"}
+
+
 def validate(cfg: DictConfig) -> None:
-    """Fail before building anything, one clear message per bad value (integral floats become ints)."""
+    """Fail before building anything, one clear message per bad value (integral floats become ints).
+
+    Each value is checked in one place. The registries' own checks (group names, their keys against the
+    constructors) run here too, so that a typo fails before the envs are built; values that only a
+    component understands are checked by that component when it is built, in its own words, prefixed
+    with its config key (``agent.drqv2: hidden_dim=0 must be > 0``, ``aug.shift: pad must be ...``).
+    """
     normalize_counts(cfg)
     if cfg.get("task_name") is None:
         raise ValueError(f"that task file sets no task_name (a group file?): choose task= one of {list(TASKS)}")
@@ -171,12 +187,11 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"replay_prefetch={cfg.replay_prefetch!r} is not supported: allowed are auto, true, false")
     if cfg.obs_type not in ("pixels", "states"):
         raise ValueError(f"obs_type={cfg.obs_type!r} is not supported: allowed are ['pixels', 'states']")
-    if cfg.aug.name not in AUGMENTATIONS:
-        raise ValueError(f"unknown aug {cfg.aug.name!r}: allowed are {sorted(AUGMENTATIONS)}")
+    AUGMENTATIONS.check(cfg.aug.name, group_settings(cfg.aug))
     if cfg.obs_type == "states" and cfg.aug.name != "none":
         raise ValueError(f"aug={cfg.aug.name} augments images but obs_type=states: use aug=none with states")
-    if cfg.agent.name not in AGENTS:
-        raise ValueError(f"unknown agent {cfg.agent.name!r}: allowed are {sorted(AGENTS)}")
+    AGENTS.check(cfg.agent.name, group_settings(cfg.agent), AGENT_CONTEXT)
+    CONTROLLERS.check(cfg.rr.name, group_settings(cfg.rr))
     for key in ("batch_size", "replay_buffer_size", "nstep", "frame_stack"):
         if cfg[key] <= 0:
             raise ValueError(f"{key}={cfg[key]} must be > 0")
@@ -185,17 +200,12 @@ def validate(cfg: DictConfig) -> None:
             f"batch_size={cfg.batch_size} is larger than the replay can ever hold "
             f"(replay_buffer_size={cfg.replay_buffer_size}): lower batch_size or raise replay_buffer_size"
         )
-    device = resolve_device(cfg.device)
+    resolve_device(cfg.device)
     if not isinstance(cfg.get("compile", False), bool):
         raise ValueError(f"compile={cfg.compile!r} must be true or false")
-    if cfg.get("compile", False) and (reason := compile_unavailable_reason(device)) is not None:
-        raise ValueError(f"compile=true cannot run here: {reason}")
     check_renderer(cfg)
     if not 0.0 < cfg.discount <= 1.0:
         raise ValueError(f"discount={cfg.discount} must be in (0, 1]")
-    for key in ("feature_dim", "hidden_dim"):
-        if cfg[key] <= 0:
-            raise ValueError(f"{key}={cfg[key]} must be > 0")
     if cfg.num_expl_steps < 0:
         raise ValueError(f"num_expl_steps={cfg.num_expl_steps} must be >= 0")
     if not (isinstance(cfg.lr, (int, float)) and 0.0 < cfg.lr < float("inf")):
@@ -287,6 +297,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     device = resolve_device(cfg.device)
     rr = make_rr_controller(**OmegaConf.to_container(cfg.rr, resolve=True))
     monitor = make_monitor(**OmegaConf.to_container(cfg.monitor, resolve=True))
+    augmentation = make_augmentation(cfg.aug.name, **group_settings(cfg.aug))  # draws nothing: before the envs
     if rr.signals_needed and monitor is None:
         raise ValueError(
             f"rr={cfg.rr.name} reads {list(rr.signals_needed)} from the plasticity monitor, but monitor=off: "
@@ -321,14 +332,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     placement = resolve_replay_device(cfg.replay_device, device, nbytes)
     print(f"rlplastic: {placement.reason}")
     check_memory(cfg, train_env.frame_shape, nbytes if placement.device.type == "cpu" else 0)
-    aug_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.aug)
-    augmentation = make_augmentation(aug_kwargs.pop("name"), **aug_kwargs)
-    agent_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.agent, resolve=True)
-    agent_cls = AGENTS[agent_kwargs.pop("name")]
-    agent_kwargs["compile"] = bool(cfg.get("compile", False))
-    agent = agent_cls(
-        obs_shape=train_env.observation_space.shape, action_shape=train_env.action_space.shape,
-        device=device, obs_type=cfg.obs_type, augmentation=augmentation, **agent_kwargs,
+    agent = AGENTS.build(
+        cfg.agent.name, group_settings(cfg.agent), obs_shape=train_env.observation_space.shape,
+        action_shape=train_env.action_space.shape, device=device, obs_type=cfg.obs_type, augmentation=augmentation,
+        compile=bool(cfg.get("compile", False)),
     )  # fmt: skip
     replay = make_replay(
         frame_shape=train_env.frame_shape, action_shape=train_env.action_space.shape,

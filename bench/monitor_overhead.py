@@ -51,9 +51,12 @@ CONFIG_DIR = ROOT / "configs" / "monitor"
 
 
 def load_monitor_config(name: str, seed: int, **overrides: Any) -> dict[str, Any]:
-    """``configs/monitor/<name>.yaml`` resolved against a minimal root (it interpolates ``${seed}``)."""
-    root = OmegaConf.create({"seed": seed, "monitor": OmegaConf.load(CONFIG_DIR / f"{name}.yaml")})
-    cfg = OmegaConf.to_container(root, resolve=True)["monitor"]
+    """``monitor=<name>`` as Hydra composes it for a run (``full`` starts from ``default``; ``${seed}`` resolved)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR.parent), version_base="1.3"):
+        root = compose(config_name="config", overrides=[f"monitor={name}", f"seed={seed}"])
+    cfg = OmegaConf.to_container(root.monitor, resolve=True)
     cfg.update(overrides)
     return cfg
 

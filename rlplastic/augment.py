@@ -13,13 +13,18 @@ call in ``torch.random.fork_rng()`` and seed inside it; :class:`RandomShift` als
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
+from rlplastic.registry import Registry
+
 __all__ = ["AUGMENTATIONS", "NoAug", "RandomShift", "make_augmentation"]
+
+
+AUGMENTATIONS: Registry[nn.Module] = Registry("augmentation", "aug")
+"""Augmentation classes by config name (``configs/aug/<name>.yaml``)."""
 
 
 def _check_batch(x: Any) -> None:
@@ -28,6 +33,7 @@ def _check_batch(x: Any) -> None:
         raise ValueError(f"augmentation input must be a 4-D (N, C, H, W) tensor, got {got}")
 
 
+@AUGMENTATIONS.register("none")
 class NoAug(nn.Module):
     """Identity augmentation (the "no augmentation" baseline).
 
@@ -45,6 +51,7 @@ class NoAug(nn.Module):
         return x
 
 
+@AUGMENTATIONS.register("shift")
 class RandomShift(nn.Module):
     """DrQ-v2 random shift: replicate-pad by ``pad`` pixels, then crop back to ``H x W`` at a random offset.
 
@@ -120,23 +127,13 @@ class RandomShift(nn.Module):
         return x.reshape(n, c, h * w).gather(2, flat).view(n, c, h, w)
 
 
-AUGMENTATIONS: dict[str, type[nn.Module]] = {"none": NoAug, "shift": RandomShift}
-"""Registry of augmentation classes by config name (``configs/aug/<name>.yaml``)."""
-
-
 def make_augmentation(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered augmentation from its config name and constructor arguments.
 
-    :param name: Key of :data:`AUGMENTATIONS`, e.g. ``"shift"``.
-    :param kwargs: Constructor arguments of that class, e.g. ``pad=4``.
+    :param name: A name in :data:`AUGMENTATIONS`, e.g. ``"shift"``.
+    :param kwargs: Constructor arguments of that class, e.g. ``pad=4``; checked against its signature.
     :return: The augmentation module.
+    :raises ValueError: for an unknown name or key (naming ``aug`` and what is allowed), or a bad value
+        (prefixed ``aug.<name>:``).
     """
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; allowed: {sorted(AUGMENTATIONS)}")
-    cls = AUGMENTATIONS[name]
-    params = inspect.signature(cls.__init__).parameters.values()
-    accepted = [p.name for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"augmentation {name!r} got unknown arguments {unknown}; allowed: {accepted}")
-    return cls(**kwargs)
+    return AUGMENTATIONS.build(name, kwargs)

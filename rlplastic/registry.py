@@ -77,9 +77,10 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def get(self, name: str) -> Callable[..., T]:
-        """The entry registered as ``name``; an unknown name is a ``ValueError`` listing the known ones."""
+        """The entry registered as ``name``; an unknown name is a ``ValueError`` naming the config key and listing
+        the known names (``unknown aug 'crop': allowed are ['none', 'shift']``)."""
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}: allowed are {list(self._entries)}")
+            raise ValueError(f"unknown {self.key} {name!r}: allowed are {list(self._entries)}")
         return self._entries[name]
 
     def keys(self, name: str, context: Iterable[str] = ()) -> tuple[str, ...]:

@@ -13,6 +13,11 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
+from rlplastic.registry import Registry
+
+CONTROLLERS: Registry[StaticRR] = Registry("rr controller", "rr")
+"""Replay-ratio controllers by config name (``configs/rr/<name>.yaml``)."""
+
 # Ratios come from YAML floats; a bounded denominator turns 0.1 into exactly 1/10 rather than the
 # nearest binary fraction, so "RR 0.1" means one update every ten steps, forever.
 _MAX_DENOMINATOR = 1_000_000
@@ -109,6 +114,7 @@ class CheckWindow:
         self.next_check, self.total, self.count = int(state["next_check"]), state["total"], int(state["count"])
 
 
+@CONTROLLERS.register("static")
 class StaticRR:
     """A fixed replay ratio.
 
@@ -169,6 +175,7 @@ class StaticRR:
         return ["rr_switch"]
 
 
+@CONTROLLERS.register("adaptive")
 class AdaptiveRR(StaticRR):
     """Adaptive Replay Ratio (Ma et al., ICLR 2024), every knob named.
 
@@ -254,6 +261,7 @@ class AdaptiveRR(StaticRR):
         self.checks.load_state_dict(state["checks"])
 
 
+@CONTROLLERS.register("adaptive_ref")
 class AdaptiveRRReference(AdaptiveRR):
     """The released Adaptive-RR code's rule exactly (Guozheng-Ma/Adaptive-Replay-Ratio, dae0d09).
 
@@ -296,6 +304,7 @@ class AdaptiveRRReference(AdaptiveRR):
         self._episodes = int(state["episodes"])
 
 
+@CONTROLLERS.register("ladder")
 class LadderRR(StaticRR):
     """Beyond the paper: climb a ladder of ratios as a plasticity signal plateaus.
 
@@ -382,23 +391,10 @@ class LadderRR(StaticRR):
         self.checks.load_state_dict(state["checks"])
 
 
-CONTROLLERS: dict[str, type[StaticRR]] = {
-    "static": StaticRR,
-    "adaptive": AdaptiveRR,
-    "adaptive_ref": AdaptiveRRReference,
-    "ladder": LadderRR,
-}
-
-
 def make_rr_controller(name: str, **kwargs: Any) -> StaticRR:
-    """Build a controller by its config name (``configs/rr/<name>.yaml``).
+    """Build a controller by its config name (``configs/rr/<name>.yaml``), its settings checked against its signature.
 
     Raises:
-        ValueError: for an unknown name (the message lists the known ones) or a bad setting.
+        ValueError: for an unknown name or key (naming ``rr`` and what is allowed) or a bad setting.
     """
-    if name not in CONTROLLERS:
-        raise ValueError(f"unknown rr controller {name!r}: allowed are {sorted(CONTROLLERS)}")
-    try:
-        return CONTROLLERS[name](**kwargs)
-    except TypeError as error:  # an unknown key in the config group
-        raise ValueError(f"rr={name}: {error}") from None
+    return CONTROLLERS.build(name, kwargs)

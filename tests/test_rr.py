@@ -46,7 +46,8 @@ def test_bad_ratio(bad):
 
 
 def test_unknown_controller_name():
-    with pytest.raises(ValueError, match="unknown rr controller 'magic'.*static"):
+    allowed = r"allowed are \['static', 'adaptive', 'adaptive_ref', 'ladder'\]"
+    with pytest.raises(ValueError, match=rf"unknown rr 'magic': {allowed}"):
         make_rr_controller("magic")
 
 
@@ -151,7 +152,12 @@ def test_controller_state_round_trip_gives_the_same_decisions():
         (lambda: LadderRR([1, 0.5]), "must be strictly increasing"),
         (lambda: AdaptiveRR(high=-2), "rr.high=-2 must be > 0"),
         (lambda: AdaptiveRR(window="forever"), "rr.window='forever'"),
-        (lambda: make_rr_controller("adaptive", speed=3), "rr=adaptive: .*speed"),
+        (lambda: make_rr_controller("adaptive", signal="brain/fau"), "^rr.adaptive: unknown signal 'brain/fau'"),
+        (lambda: make_rr_controller("static", ratio=0), r"^rr.ratio=0 must be > 0"),
+        (
+            lambda: make_rr_controller("adaptive", speed=3),
+            r"unknown rr.adaptive key\(s\) \['speed'\]: allowed are \['signal', 'low', 'high', 'check_every_frames'",
+        ),
     ],
 )
 def test_bad_controller_settings(factory, message):

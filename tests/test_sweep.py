@@ -90,16 +90,34 @@ def test_slurm_launcher_config_composes_without_a_cluster():
     assert _hydra_config([]).hydra.launcher._target_.endswith("JoblibLauncher")  # the local default
 
 
-@pytest.mark.parametrize(("experiment", "tasks", "jobs"), [("aug_rr_ablation", 3, 90), ("aug_rr_smoke", 2, 24)])
-def test_ablation_experiments_compose_the_aug_by_rr_grid(experiment, tasks, jobs):
+@pytest.mark.parametrize(
+    ("experiment", "tasks", "jobs", "adaptive"),
+    [("aug_rr_ablation", 3, 90, "adaptive"), ("aug_rr_smoke", 2, 24, "adaptive_smoke")],
+)
+def test_ablation_experiments_compose_the_aug_by_rr_grid(experiment, tasks, jobs, adaptive):
     cfg = _hydra_config([f"+experiment={experiment}"])
     params = cfg.hydra.sweeper.params
-    assert params.aug == "shift,none" and params.rr == "static,static_2,adaptive"
+    assert params.aug == "shift,none" and params.rr == f"static,static_2,{adaptive}"
     sizes = [len(str(params[key]).split(",")) for key in ("task", "aug", "rr", "seed")]
     assert sizes[0] == tasks and sizes[0] * sizes[1] * sizes[2] * sizes[3] == jobs
     assert cfg.sweep_name == experiment
-    for rr in ("static", "static_2", "adaptive"):  # every grid point builds a controller
+    for rr in ("static", "static_2", adaptive):  # every grid point builds a controller
         train.make_rr_controller(**_rr(experiment, rr))
+    assert _rr(experiment, adaptive)["name"] == "adaptive"
+
+
+def test_the_smoke_experiments_adaptive_rr_options_change_only_two_knobs():
+    paper = _rr("aug_rr_smoke", "adaptive")  # no experiment reaches into the rr group from outside it
+    assert (paper["check_every_frames"], paper["threshold"]) == (50000, 0.001)
+    for experiment, option, knobs in [
+        ("aug_rr_smoke", "adaptive_smoke", (800, 0.01)),
+        ("continual_plasticity_smoke", "adaptive_continual_smoke", (1000, 0.05)),
+    ]:
+        smoke = _rr(experiment, option)
+        assert (smoke["check_every_frames"], smoke["threshold"]) == knobs
+        assert {k: v for k, v in smoke.items() if k not in ("check_every_frames", "threshold")} == {
+            k: v for k, v in paper.items() if k not in ("check_every_frames", "threshold")
+        }
 
 
 def _rr(experiment: str, rr: str) -> dict:
@@ -117,10 +135,12 @@ def test_the_continual_plasticity_grid_varies_aug_rr_nc_reg_and_sam(experiment, 
     parsed = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
     grid = {o.key_or_group: [str(v) for v in (o.sweep_iterator() if o.is_sweep_override() else [o.value()])]
             for o in parsed}  # fmt: skip
-    assert grid["aug"] == ["shift", "none"] and grid["rr"] == ["static", "static_2", "adaptive"]
+    adaptive = "adaptive_continual_smoke" if experiment.endswith("_smoke") else "adaptive"
+    assert grid["aug"] == ["shift", "none"] and grid["rr"] == ["static", "static_2", adaptive]
     assert grid["intervention"] == ["none", "nc_reg", "sam", "['nc_reg', 'sam']"] and len(grid["seed"]) == seeds
     for intervention in ("none", "nc_reg", "sam", "[nc_reg,sam]"):  # every grid point is a valid run
-        cfg = compose_config([f"+experiment={experiment}", f"intervention={intervention}", "aug=none", "rr=adaptive"])
+        overrides = [f"+experiment={experiment}", f"intervention={intervention}", "aug=none", f"rr={adaptive}"]
+        cfg = compose_config(overrides)
         train.validate(cfg)
         assert cfg.task_name == "continual_walker" and cfg.monitor.name == "full"
         assert set(cfg.intervention) == ({"nc_reg", "sam"} & set(intervention.strip("[]").split(",")))
