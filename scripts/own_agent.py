@@ -18,15 +18,19 @@ FAU at each episode end and the replay ratio, which switches from 1 to 2 once th
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlplastic.agent_hooks import AgentHooks
-from rlplastic.monitor import make_monitor
-from rlplastic.replay import ReplayBuffer
-from rlplastic.rr import make_rr_controller
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: this repository's rlplastic
+from rlplastic.agent_hooks import AgentHooks  # noqa: E402
+from rlplastic.monitor import make_monitor  # noqa: E402
+from rlplastic.replay import ReplayBuffer  # noqa: E402
+from rlplastic.rr import make_rr_controller  # noqa: E402
 
 STATE, ACTION, EPISODE = 4, 2, 50
 
