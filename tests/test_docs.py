@@ -152,3 +152,33 @@ def test_docs_links_resolve():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
             if not re.match(r"[a-z]+://", target):
                 assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_library_guide_names_exist():
+    """docs/library.md: every backticked repository path exists, every dotted ``rlplastic.…`` name imports,
+    and every member in the contract table is a member of its protocol."""
+    import importlib
+
+    from rlplastic import protocols
+
+    text = (DOCS / "library.md").read_text()
+    for path in re.findall(r"`((?:rlplastic|agents|configs|scripts|tests)/[^`<>\s]*)`", text):
+        assert (ROOT / path).exists(), path
+    for dotted in set(re.findall(r"`(rlplastic(?:\.\w+)+)", text)):
+        parts = dotted.split(".")
+        for split in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:split]))
+                break
+            except ModuleNotFoundError:
+                continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr)
+    section = text.split("## The contract, part by part")[1].split("\n## ")[0]
+    protocol = None
+    for row in (line for line in section.splitlines() if line.startswith("| ")):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[0] not in ("protocol", "---"):
+            protocol = getattr(protocols, cells[0].strip("`")) if cells[0] else protocol
+            for member in re.findall(r"`(\w+)", cells[1]):
+                assert hasattr(protocol, member) or member in protocol.__annotations__, (protocol, member)
