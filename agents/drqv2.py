@@ -83,8 +83,13 @@ class Actor(nn.Module):
         return TruncatedNormal(mu, torch.full_like(mu, std))
 
     def mean(self, features: torch.Tensor) -> torch.Tensor:
-        """The policy mean ``tanh(policy(trunk(features)))``: the tensor part of :meth:`forward`."""
-        return torch.tanh(self.policy(self.trunk(features)))
+        """The policy mean ``tanh(policy(trunk(features)))``: the tensor part of :meth:`forward`.
+
+        The tanh runs in float32 under bf16 autocast: bf16 rounds tanh(x) to exactly ±1 for |x| > 3.4, so
+        its gradient 1 − tanh² becomes exactly 0 and Adam (which rescales small gradients) cannot move a
+        saturated policy back; in float32 the gradient stays small but non-zero. No-op in float32.
+        """
+        return torch.tanh(self.policy(self.trunk(features)).float())
 
 
 class Critic(nn.Module):

@@ -187,6 +187,32 @@ def test_bf16_and_channels_last_options_run_close_to_fp32():
     assert m_fast["critic_q1"].item() == pytest.approx(m_ref["critic_q1"].item(), abs=0.05)
 
 
+def _actor_step(agent: DrQV2Agent, batch) -> torch.Tensor:
+    """The actor's first Adam step (≈ −lr·sign(g) per element, 0 where the gradient is exactly 0)."""
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    torch.manual_seed(3)
+    agent._update_actor(batch.obs, 10_000)
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(agent.actor.parameters(), before, strict=True)])
+
+
+def test_bf16_actor_update_follows_fp32_when_the_policy_saturates():
+    # Pre-tanh outputs near 5: float32 tanh is 0.9999 (gradient 2e-4, which Adam turns into a full step);
+    # bf16 tanh would round to exactly 1 and freeze the policy (the learning failure on pixels).
+    fp32 = make_agent("states", hidden_dim=32)
+    with torch.no_grad():
+        fp32.actor.policy[-1].bias.fill_(5.0)
+    bf16 = copy.deepcopy(fp32)
+    bf16.bf16 = True
+    batch = make_batch(obs_type="states", batch_size=64)
+    step32, step16 = _actor_step(fp32, batch), _actor_step(bf16, batch)
+    moved = step32 != 0
+    assert moved.float().mean() > 0.95
+    head_bias = slice(step32.numel() - ACTION_SHAPE[0], None)  # the saturated outputs' own parameters
+    assert (step16[head_bias] != 0).all()
+    # the same direction: the signs of the Adam steps agree on >= 95% of the elements fp32 moves
+    assert ((step16.sign() == step32.sign()) & moved).sum() >= 0.95 * moved.sum()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
