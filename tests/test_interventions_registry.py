@@ -5,10 +5,12 @@ build, and the one NC1 gives the monitor's and the regularizer's numbers of befo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from rlplastic.interventions.anchored import NORM_LAYERS
 from rlplastic.interventions.intervention_set import InterventionSet
-from rlplastic.interventions.regularizers import NORM_LAYERS
+from rlplastic.monitor.collapse import nc1_differentiable, neural_collapse, quantile_bins
 from tests.factories import checkpoint_round_trip, random_batch, tiny_agent
 
 SCHEDULE = {"kind": "schedule", "every_frames": 1000}
@@ -89,7 +91,7 @@ def test_a_checkpoint_written_before_the_registry_loads_and_resumes():
     assert_same_state(interventions.state_dict(), checkpoint_round_trip(old))
     # the loaded anchors are the ones the L2 term pulls toward: 0 at the old agent's weights
     agent.load_state_dict(old_agent.state_dict())
-    assert float(agent.hooks.extra_loss("actor", {})) == 0.0  # l2_init is the actor's only term
+    assert float(agent.hooks.extra_loss("actor", {}).detach()) == 0.0  # l2_init is the actor's only term
     agent.update(random_batch("states", 8, seed=0), 0)  # runs every regularizer and SAM
     assert interventions.at_episode_end({}, 1000, None, "cpu") == {}  # heads_reset covered 1000, inject done
 
@@ -115,9 +117,6 @@ def nc1_before(features, labels, num_bins, rcond=1e-8):
 
 
 def test_the_monitor_and_the_regularizer_give_the_nc1_of_before():
-    from rlplastic.interventions.regularizers import nc1_differentiable
-    from rlplastic.monitor.collapse import neural_collapse, quantile_bins
-
     g = torch.Generator().manual_seed(0)
     for n, d, k, dtype, expected in NC1_BEFORE:
         h = torch.randn(n, d, generator=g, dtype=dtype)
@@ -128,3 +127,72 @@ def test_the_monitor_and_the_regularizer_give_the_nc1_of_before():
         regularizer = float(nc1_differentiable(h, labels, k))
         assert monitor == regularizer == float(nc1_before(h, labels, k))
         assert abs(monitor - expected) <= 1e-12 * expected
+
+
+# -- the registry is the only list ----------------------------------------------------------------
+
+
+def test_a_registered_class_is_configurable_with_no_other_edit():
+    from rlplastic.interventions.base import INTERVENTIONS, Intervention, Report
+
+    @INTERVENTIONS.register("my_thing")
+    class CountUpdates(Intervention):
+        def __init__(self, agent, monitor=None, every: int = 2) -> None:
+            super().__init__(agent, monitor)
+            self.every = every
+            self.seen = 0
+
+        def after_update(self, updates, replay, device, rng) -> Report | None:
+            self.seen = updates
+            return {"updates": updates} if updates % self.every == 0 else None
+
+        def state_dict(self):
+            return {"name": self.name, "seen": self.seen}
+
+        def load_state_dict(self, state):
+            self.seen = state["seen"]
+
+    try:
+        assert CountUpdates.name == "my_thing"
+        interventions = InterventionSet(tiny_agent("states"), {"my_thing": {"every": 3}})
+        fired = [interventions.after_update(None, "cpu") for _ in range(6)]
+        assert fired == [{}, {}, {"my_thing": {"updates": 3}}, {}, {}, {"my_thing": {"updates": 6}}]
+        assert interventions.state_dict()["regularizers"] == {"my_thing": {"name": "my_thing", "seen": 6}}
+        refused = r"unknown intervention.my_thing key\(s\) \['often'\]: allowed are \['every'\]"
+        with pytest.raises(ValueError, match=refused):
+            InterventionSet(tiny_agent("states"), {"my_thing": {"often": 1}})
+    finally:
+        INTERVENTIONS._entries.pop("my_thing")
+
+
+class WithoutLayerLinks:
+    """A DrQ-v2 agent that does not offer ``layer_links``."""
+
+    def __init__(self, agent) -> None:
+        self._agent = agent
+
+    def __getattr__(self, name: str):
+        if name == "layer_links":
+            raise AttributeError(name)
+        return getattr(self._agent, name)
+
+
+def test_an_agent_lacking_a_capability_is_refused_at_build_naming_the_method():
+    agent = WithoutLayerLinks(tiny_agent("states"))
+    with pytest.raises(
+        ValueError,
+        match=r"^intervention.redo needs an agent with RecyclableAgent \(rlplastic.protocols\): "
+        r"WithoutLayerLinks has no layer_links\(\)$",
+    ):
+        InterventionSet(agent, {"redo": {}})
+    InterventionSet(agent, {"heads_reset": {"trigger": SCHEDULE}})  # a reset needs no layer links
+
+
+def test_the_registry_order_is_the_build_order_whatever_is_imported_first():
+    from rlplastic.interventions.base import INTERVENTIONS
+
+    # operations first (their firing order draws fresh modules), then SAM, then the loss terms in summing order
+    assert INTERVENTIONS.names()[:10] == (
+        "reset", "heads_reset", "shrink_perturb", "redo", "inject",
+        "sam", "l2_init", "w2_init", "nc_reg", "weight_decay",
+    )  # fmt: skip
