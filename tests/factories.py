@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from agents.drqv2 import DrQV2Agent
+from rlplastic.agent_hooks import AgentHooks
 from rlplastic.replay import Batch
 
 PIXELS = (9, 84, 84)
@@ -22,6 +23,20 @@ def tiny_agent(obs_type: str = "pixels", seed: int = 0, **kwargs) -> DrQV2Agent:
     obs_shape = PIXELS if obs_type == "pixels" else (STATE_DIM,)
     settings = {"feature_dim": 8, "hidden_dim": 16, "num_expl_steps": 0, **kwargs}
     return DrQV2Agent(obs_shape, (ACTION_DIM,), obs_type=obs_type, **settings)
+
+
+class ModulesAgent:
+    """Just enough of an agent for a regularizer: named modules, optimizers and hooks."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module] | None = None,
+                 optimizers: dict[str, torch.optim.Optimizer] | None = None) -> None:  # fmt: skip
+        self._modules, self._optimizers, self.hooks = modules or {}, optimizers or {}, AgentHooks()
+
+    def named_modules_for_monitor(self) -> dict[str, torch.nn.Module]:
+        return self._modules
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._optimizers
 
 
 def random_batch(obs_type: str = "pixels", batch_size: int = 4, seed: int = 0, discount: float = 0.97) -> Batch:

@@ -45,15 +45,15 @@ def test_redo_recycles_dormant_units_only_and_zeroes_their_adam_moments():
         agent.critic.Q1[0].weight[[1, 5]] = 0.0
         agent.critic.Q1[0].bias[[1, 5]] = -1.0
     batch = make_batch(batch_size=64, seed=9)
-    redo = ReDo(tau=0.1, modules=("critic",))
-    masks = {layer.producer: mask for layer, mask in redo.dormant_masks(agent, batch).items()}
+    redo = ReDo(agent, tau=0.1, modules=("critic",))
+    masks = {layer.producer: mask for layer, mask in redo.dormant_masks(batch).items()}
     assert sorted(masks) == ["critic.Q1.0", "critic.Q1.2", "critic.Q2.0", "critic.Q2.2"]  # never Q*.4 (output)
     assert masks["critic.Q1.0"][[1, 5]].all()
     before, adam = params(agent), moments(agent, "critic")
     torch.manual_seed(3)
     fresh = agent.fresh_module("critic").state_dict()
     torch.manual_seed(3)
-    report = redo.apply(agent, batch)
+    report = redo.apply(batch)
 
     # expected critic: recycled rows from the fresh draw with zero bias, then recycled units' columns zeroed
     expected = {k: v.clone() for k, v in before.items()}
@@ -102,7 +102,7 @@ def test_redo_expands_a_dormant_conv_channel_over_the_trunk_columns():
     torch.manual_seed(5)
     fresh = agent.fresh_module("encoder").state_dict()
     torch.manual_seed(5)
-    report = ReDo(tau=0.0, modules=("encoder",)).apply(agent, make_batch("pixels", seed=4))
+    report = ReDo(agent, tau=0.0, modules=("encoder",)).apply(make_batch("pixels", seed=4))
 
     assert report["encoder/convnet.7"] == 1 and report["recycled"] == 1  # only the silenced channel
     spatial = 35 * 35
@@ -128,4 +128,4 @@ def test_redo_expands_a_dormant_conv_channel_over_the_trunk_columns():
 @pytest.mark.parametrize("tau", [-0.1, 1.5, math.nan])
 def test_redo_rejects_tau_outside_the_unit_interval(tau):
     with pytest.raises(ValueError, match=rf"tau={tau!r} is outside \[0, 1\]"):
-        ReDo(tau=tau)
+        ReDo(tiny_agent("states"), tau=tau)

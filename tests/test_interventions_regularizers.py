@@ -1,4 +1,5 @@
-"""Regularizers: L2-init, Wasserstein-init, the anti-collapse NC regularizer, decoupled weight decay."""
+"""Regularizers: L2-init, Wasserstein-init (anchored.py), the anti-collapse NC regularizer (nc_reg.py),
+decoupled weight decay (weight_decay.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import torch
 from torch import nn
 
 from agents.drqv2 import DrQV2Agent
-from rlplastic.interventions.regularizers import (
-    DecoupledWeightDecay,
-    L2Init,
-    NCRegularizer,
-    WassersteinInit,
-    make_regularizer,
-    nc1_differentiable,
-)
-from rlplastic.monitor.collapse import neural_collapse, quantile_bins
+from rlplastic.interventions.anchored import L2Init, WassersteinInit
+from rlplastic.interventions.base import INTERVENTIONS
+from rlplastic.interventions.nc_reg import NCRegularizer
+from rlplastic.interventions.weight_decay import DecoupledWeightDecay
+from rlplastic.monitor.collapse import nc1_differentiable, neural_collapse, quantile_bins
 from rlplastic.replay import Batch
-from tests.factories import checkpoint_round_trip
+from tests.factories import ModulesAgent, checkpoint_round_trip
+
+
+def bound(reg) -> tuple[str, ...]:
+    """The ``module.parameter`` names an init-anchored regularizer acts on (its θ₀'s keys)."""
+    return tuple(reg.state_dict()["anchor"])
 
 
 def toy_modules(seed: int = 0) -> dict[str, nn.Module]:
@@ -48,7 +50,7 @@ def test_l2_init_gradient_is_coef_times_drift_and_skips_layernorm():
     modules = toy_modules()
     net = modules["net"]
     init = {n: p.detach().clone() for n, p in net.named_parameters()}
-    reg = L2Init(modules, targets=["net"], coef=0.3)
+    reg = L2Init(ModulesAgent(modules), targets=["net"], coef=0.3)
     assert value(reg.extra_loss("net", {})) == 0.0  # θ = θ₀
     perturb(net)
     term = reg.extra_loss("net", {})
@@ -61,14 +63,14 @@ def test_l2_init_gradient_is_coef_times_drift_and_skips_layernorm():
             assert p.grad is None
         else:
             torch.testing.assert_close(p.grad, 0.3 * drift[name])
-    assert reg.touched == ("net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias")
+    assert bound(reg) == ("net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias")
     assert reg.extra_loss("conv", {}) is None and reg.extra_loss("critic", {}) is None
     torch.testing.assert_close(reg.last_terms["net"], term.detach())
 
 
 def test_l2_init_reset_anchor_moves_theta0_to_the_current_weights():
     modules = toy_modules()
-    reg = L2Init(modules, targets=["net", "conv"], coef=1.0)
+    reg = L2Init(ModulesAgent(modules), targets=["net", "conv"], coef=1.0)
     perturb(modules["net"])
     perturb(modules["conv"])
     reg.reset_anchor(["net"])
@@ -81,8 +83,8 @@ def test_l2_init_reset_anchor_moves_theta0_to_the_current_weights():
 
 def test_w2_init_zero_at_init_invariant_to_permutation_positive_after_perturbation():
     modules = toy_modules()
-    reg = WassersteinInit(modules, targets=["net", "conv"], coef=2.0)
-    assert reg.touched == ("net.0.weight", "net.3.weight", "conv.0.weight")  # no biases, no LayerNorm
+    reg = WassersteinInit(ModulesAgent(modules), targets=["net", "conv"], coef=2.0)
+    assert bound(reg) == ("net.0.weight", "net.3.weight", "conv.0.weight")  # no biases, no LayerNorm
     assert value(reg.extra_loss("net", {})) == 0.0 and value(reg.extra_loss("conv", {})) == 0.0
 
     with torch.no_grad():  # shuffle every entry of one layer's weight (across rows and columns)
@@ -108,8 +110,8 @@ def test_w2_init_zero_at_init_invariant_to_permutation_positive_after_perturbati
 
 def test_w2_init_include_bias():
     modules = toy_modules()
-    reg = WassersteinInit(modules, targets=["net"], coef=1.0, include_bias=True)
-    assert "net.0.bias" in reg.touched and "net.1.bias" not in reg.touched  # LayerNorm never
+    reg = WassersteinInit(ModulesAgent(modules), targets=["net"], coef=1.0, include_bias=True)
+    assert "net.0.bias" in bound(reg) and "net.1.bias" not in bound(reg)  # LayerNorm never
 
 
 # -- NC regularizer -----------------------------------------------------------------------------
@@ -141,7 +143,9 @@ def penultimate(agent: DrQV2Agent, batch: Batch) -> torch.Tensor:
 def test_nc_regularizer_equals_minus_coef_clipped_nc1_of_the_monitor():
     agent = tiny_agent()
     batch = state_batch()
-    reg = NCRegularizer(agent.named_modules_for_monitor(), coef=0.5, num_bins=4)
+    reg = NCRegularizer(agent, coef=0.5, num_bins=4)
+    reg.install()
+    assert reg.layer == "Q1.4"  # the monitor's penultimate features: the input of Q1's last Linear
     targets = torch.linspace(-1, 2, 32)[torch.randperm(32)].unsqueeze(-1)
     agent.critic(agent.encoder(batch.obs), batch.action)  # the hook captures Q1.4's input
     term = reg.extra_loss("critic", {"td_target": targets})
@@ -162,7 +166,8 @@ def test_nc_regularizer_equals_minus_coef_clipped_nc1_of_the_monitor():
 def test_nc_regularizer_clip_caps_value_and_gradient():
     agent = tiny_agent()
     batch = state_batch()
-    reg = NCRegularizer(agent.named_modules_for_monitor(), coef=0.5, clip=1e-3, num_bins=4)
+    reg = NCRegularizer(agent, coef=0.5, clip=1e-3, num_bins=4)
+    reg.install()
     agent.critic(agent.encoder(batch.obs), batch.action)
     term = reg.extra_loss("critic", {"td_target": batch.reward})
     assert value(term) == pytest.approx(-0.5e-3)
@@ -180,7 +185,8 @@ def test_nc1_gradient_matches_finite_differences():
 def test_nc_hook_keeps_the_latest_grad_forward_and_refuses_stale_features():
     agent = tiny_agent()
     batch = state_batch()
-    reg = NCRegularizer(agent.named_modules_for_monitor(), num_bins=4)
+    reg = NCRegularizer(agent, num_bins=4)
+    reg.install()
     with pytest.raises(RuntimeError, match="no critic forward"):
         reg.extra_loss("critic", {"td_target": batch.reward})
     agent.critic(agent.encoder(batch.obs), batch.action)
@@ -193,9 +199,6 @@ def test_nc_hook_keeps_the_latest_grad_forward_and_refuses_stale_features():
     with pytest.raises(RuntimeError, match="captured 8 feature rows for 32 TD targets"):
         reg.extra_loss("critic", {"td_target": batch.reward})
     assert reg.extra_loss("actor", {}) is None
-    reg.remove()
-    agent.critic(agent.encoder(batch.obs), batch.action)
-    assert reg._features is None
 
 
 # -- decoupled weight decay ---------------------------------------------------------------------
@@ -208,7 +211,7 @@ def test_decoupled_weight_decay_on_adam_equals_adamw():
     extra = nn.Parameter(torch.ones(2))  # no gradient: AdamW leaves it alone, so must we
     adam = torch.optim.Adam([*model.parameters(), extra], lr=0.05)
     adamw = torch.optim.AdamW([*twin.parameters(), nn.Parameter(torch.ones(2))], lr=0.05, weight_decay=0.3)
-    decay = DecoupledWeightDecay({"critic": adam}, targets=["critic"], coef=0.3)
+    DecoupledWeightDecay(ModulesAgent(optimizers={"critic": adam}), targets=["critic"], coef=0.3).install()
     x, y = torch.randn(16, 3), torch.randn(16, 1)
     for _ in range(5):
         for net, opt in ((model, adam), (twin, adamw)):
@@ -219,13 +222,6 @@ def test_decoupled_weight_decay_on_adam_equals_adamw():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
     assert torch.equal(extra, torch.ones(2))
 
-    decay.remove()  # plain Adam again
-    before = [p.detach().clone() for p in model.parameters()]
-    adam.zero_grad()
-    adam.step()  # no gradients: nothing moves, nothing decays
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    assert decay.extra_loss("critic", {}) is None
-
 
 # -- state, validation, factory -----------------------------------------------------------------
 
@@ -233,16 +229,16 @@ def test_decoupled_weight_decay_on_adam_equals_adamw():
 @pytest.mark.parametrize("cls", [L2Init, WassersteinInit])
 def test_anchor_state_round_trip(cls):
     modules = toy_modules(seed=0)
-    reg = cls(modules, targets=["net", "conv"], coef=1.0)
+    reg = cls(ModulesAgent(modules), targets=["net", "conv"], coef=1.0)
     perturb(modules["net"])
     before = value(reg.extra_loss("net", {}))
     other_modules = copy.deepcopy(modules)
-    other = cls(other_modules, targets=["net", "conv"], coef=1.0)  # anchored at the perturbed weights
+    other = cls(ModulesAgent(other_modules), targets=["net", "conv"], coef=1.0)  # anchored at the perturbed weights
     assert value(other.extra_loss("net", {})) == 0.0
     other.load_state_dict(checkpoint_round_trip(reg.state_dict()))
     assert value(other.extra_loss("net", {})) == pytest.approx(before)
     with pytest.raises(ValueError, match="missing .*'conv.0.weight'"):
-        cls(modules, targets=["net"], coef=1.0).load_state_dict(reg.state_dict())
+        cls(ModulesAgent(modules), targets=["net"], coef=1.0).load_state_dict(reg.state_dict())
     wrong = "w2_init" if cls is L2Init else "l2_init"
     with pytest.raises(ValueError, match=f"holds a '{wrong}' regularizer"):
         reg.load_state_dict({"name": wrong, "anchor": {}})
@@ -250,51 +246,56 @@ def test_anchor_state_round_trip(cls):
 
 def test_stateless_round_trips():
     agent = tiny_agent()
-    nc = NCRegularizer(agent.named_modules_for_monitor())
+    nc = NCRegularizer(agent)
     nc.load_state_dict(checkpoint_round_trip(nc.state_dict()))
-    wd = DecoupledWeightDecay(agent.optimizers(), ["critic"], 1e-4)
+    wd = DecoupledWeightDecay(agent, targets=["critic"], coef=1e-4)
     wd.load_state_dict(checkpoint_round_trip(wd.state_dict()))
     with pytest.raises(ValueError, match="holds a 'nc_reg' regularizer, this one is 'weight_decay'"):
         wd.load_state_dict(nc.state_dict())
 
 
 def test_validation_errors():
-    modules = toy_modules()
+    modules = ModulesAgent(toy_modules())
     with pytest.raises(ValueError, match=r"l2_init.coef=-1 must be a finite number >= 0"):
-        L2Init(modules, ["net"], coef=-1)
+        L2Init(modules, targets=["net"], coef=-1)
     with pytest.raises(
         ValueError, match=r"unknown module name\(s\) \['critc'\]: allowed are \['net', 'conv', 'empty'\]"
     ):
-        WassersteinInit(modules, ["critc"], coef=1.0)
+        WassersteinInit(modules, targets=["critc"], coef=1.0)
     with pytest.raises(ValueError, match="non-empty list"):
-        L2Init(modules, [], coef=1.0)
+        L2Init(modules, targets=[], coef=1.0)
     with pytest.raises(ValueError, match="have no parameters"):
-        L2Init(modules, ["empty"], coef=1.0)
+        L2Init(modules, targets=["empty"], coef=1.0)
     agent = tiny_agent()
     with pytest.raises(ValueError, match=r"layer='Q1.3' is not a Linear layer of the critic: allowed are \['trunk.0'"):
-        NCRegularizer(agent.named_modules_for_monitor(), layer="Q1.3")
+        NCRegularizer(agent, layer="Q1.3")
     with pytest.raises(ValueError, match="num_bins=1 must be an int >= 2"):
-        NCRegularizer(agent.named_modules_for_monitor(), num_bins=1)
-    with pytest.raises(ValueError, match="modules has no 'critic'"):
+        NCRegularizer(agent, num_bins=1)
+    with pytest.raises(ValueError, match="the agent has no 'critic'"):
         NCRegularizer(modules)
     with pytest.raises(
-        ValueError, match=r"unknown optimizer name\(s\) \['encoder'\]: allowed are \['actor', 'critic'\]"
+        ValueError, match=r"unknown optimizer name\(s\) \['decoder'\]: allowed are \['actor', 'critic'\]"
     ):
-        DecoupledWeightDecay(agent.optimizers(), ["encoder"], 1e-4)
-    with pytest.raises(ValueError, match="unknown regularizer 'l1'"):
-        make_regularizer("l1", modules=modules)
-    with pytest.raises(ValueError, match=r"unknown l2_init config key\(s\) \['clip'\]"):
-        make_regularizer("l2_init", modules=modules, targets=["net"], clip=1.0)
+        DecoupledWeightDecay(agent, targets=["decoder"], coef=1e-4)
+    with pytest.raises(ValueError, match="unknown intervention 'l1'"):
+        INTERVENTIONS.build("l1", {}, agent=modules, monitor=None)
+    refused = r"unknown intervention.l2_init key\(s\) \['clip'\]: allowed are \['targets', 'coef'\]"
+    with pytest.raises(ValueError, match=refused):
+        INTERVENTIONS.build("l2_init", {"targets": ["net"], "clip": 1.0}, agent=modules, monitor=None)
+    with pytest.raises(ValueError, match=r"intervention.l2_init needs key\(s\) \['targets'\]"):
+        INTERVENTIONS.build("l2_init", {}, agent=modules, monitor=None)
 
 
-def test_factory_builds_each():
+def test_the_registry_builds_each():
     agent = tiny_agent()
-    modules, optimizers = agent.named_modules_for_monitor(), agent.optimizers()
-    assert isinstance(make_regularizer("l2_init", modules=modules, targets=("actor", "critic")), L2Init)
-    assert isinstance(make_regularizer("w2_init", modules=modules, targets=["critic"]), WassersteinInit)
-    assert isinstance(make_regularizer("nc_reg", modules=modules, num_bins=4), NCRegularizer)
-    wd = make_regularizer("weight_decay", modules=modules, optimizers=optimizers, targets=["critic"])
-    assert isinstance(wd, DecoupledWeightDecay)
+
+    def build(name, **settings):
+        return INTERVENTIONS.build(name, settings, agent=agent, monitor=None)
+
+    assert isinstance(build("l2_init", targets=("actor", "critic")), L2Init)
+    assert isinstance(build("w2_init", targets=["critic"]), WassersteinInit)
+    assert isinstance(build("nc_reg", num_bins=4, layer="Q2.4"), NCRegularizer)
+    assert isinstance(build("weight_decay", targets=["encoder", "critic"]), DecoupledWeightDecay)
 
 
 # -- end to end in the agent --------------------------------------------------------------------
@@ -310,11 +311,10 @@ def run_update(agent: DrQV2Agent, batch: Batch, state: dict) -> dict[str, float]
 def test_agent_loss_moves_by_exactly_the_regularizer_term(kind):
     agent = tiny_agent()
     batch = state_batch()
-    modules = agent.named_modules_for_monitor()
     if kind == "nc_reg":
-        reg = NCRegularizer(modules, coef=0.1, num_bins=4)
+        reg = NCRegularizer(agent, coef=0.1, num_bins=4)
     else:  # the states-mode encoder has no parameters: skipped, not an error
-        reg = make_regularizer(kind, modules=modules, targets=["encoder", "critic"], coef=0.5)
+        reg = INTERVENTIONS.build(kind, {"targets": ["encoder", "critic"], "coef": 0.5}, agent=agent, monitor=None)
     perturb(agent.critic, scale=0.05)  # away from θ₀, so the init-anchored terms are non-zero
     state = copy.deepcopy(agent.state_dict())
     with torch.no_grad():  # what the critic-loss forward will see: its features and the TD target
@@ -323,7 +323,7 @@ def test_agent_loss_moves_by_exactly_the_regularizer_term(kind):
         target = agent.td_target(batch.next_obs, batch.reward, batch.discount, 0)
 
     plain = run_update(agent, batch, state)
-    agent.hooks.add_loss_term(reg.extra_loss)
+    reg.install()
     regularized = run_update(agent, batch, state)
     term = float(reg.last_terms["critic"])
     assert term != 0.0
@@ -336,11 +336,11 @@ def test_agent_loss_moves_by_exactly_the_regularizer_term(kind):
 def test_agent_actor_term():
     agent = tiny_agent()
     batch = state_batch()
-    reg = L2Init(agent.named_modules_for_monitor(), targets=["actor"], coef=0.5)
+    reg = L2Init(agent, targets=["actor"], coef=0.5)
     perturb(agent.actor, scale=0.05)
     state = copy.deepcopy(agent.state_dict())
     plain = run_update(agent, batch, state)
-    agent.hooks.add_loss_term(reg.extra_loss)
+    reg.install()
     regularized = run_update(agent, batch, state)
     assert regularized["critic_loss"] == plain["critic_loss"]  # critic untouched
     assert regularized["actor_loss"] - plain["actor_loss"] == pytest.approx(float(reg.last_terms["actor"]), rel=1e-4)
@@ -349,7 +349,7 @@ def test_agent_actor_term():
 def test_agent_weight_decay_equals_an_adamw_critic():
     batch = state_batch()
     decayed, adamw, plain = tiny_agent(lr=1e-2), tiny_agent(lr=1e-2), tiny_agent(lr=1e-2)
-    DecoupledWeightDecay(decayed.optimizers(), targets=["critic"], coef=0.5)
+    DecoupledWeightDecay(decayed, targets=["critic"], coef=0.5).install()
     adamw._optimizers["critic"] = torch.optim.AdamW(adamw.critic.parameters(), lr=1e-2, weight_decay=0.5)
     for agent in (decayed, adamw, plain):
         torch.manual_seed(123)
@@ -365,5 +365,5 @@ def test_agent_weight_decay_equals_an_adamw_critic():
 def test_frozen_parameters_are_not_bound():
     modules = toy_modules()
     modules["net"][3].requires_grad_(False)
-    assert L2Init(modules, ["net"], 1.0).touched == ("net.0.weight", "net.0.bias")
-    assert WassersteinInit(modules, ["net"], 1.0).touched == ("net.0.weight",)
+    assert bound(L2Init(ModulesAgent(modules), targets=["net"], coef=1.0)) == ("net.0.weight", "net.0.bias")
+    assert bound(WassersteinInit(ModulesAgent(modules), targets=["net"], coef=1.0)) == ("net.0.weight",)

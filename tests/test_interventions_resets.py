@@ -9,6 +9,8 @@ from rlplastic.interventions.resets import FullReset, HeadsReset, ShrinkPerturb
 from rlplastic.replay import Batch
 from tests.factories import random_batch, tiny_agent
 
+SCHEDULE = {"kind": "schedule", "every_frames": 1000}
+
 
 def make_agent(obs_type: str = "pixels", seed: int = 0) -> DrQV2Agent:
     return tiny_agent(obs_type, seed)
@@ -58,8 +60,8 @@ def test_heads_reset_keeps_encoder_redraws_heads_and_clears_their_optimizer_stat
     torch.manual_seed(123)
     expected = {name: snapshot(agent.fresh_module(name)) for name in ("actor", "critic")}
     torch.manual_seed(123)
-    reset = HeadsReset()
-    report = reset.apply(agent)
+    reset = HeadsReset(agent, trigger=SCHEDULE)
+    report = reset.apply()
 
     assert reset.name == "heads_reset"
     assert_same(agent.encoder, encoder_before)
@@ -87,7 +89,7 @@ def test_full_reset_redraws_encoder_too_and_syncs_the_target():
     torch.manual_seed(7)
     expected = {name: snapshot(agent.fresh_module(name)) for name in ("encoder", "actor", "critic")}
     torch.manual_seed(7)
-    report = FullReset().apply(agent)
+    report = FullReset(agent, trigger=SCHEDULE).apply()
 
     for name, state in expected.items():
         assert_same(agent.named_modules_for_monitor()[name], state)
@@ -105,7 +107,7 @@ def test_shrink_perturb_is_alpha_theta_plus_beta_fresh():
     torch.manual_seed(11)  # the fresh draws, reproduced: one per module, in the order given
     fresh = {name: snapshot(agent.fresh_module(name)) for name in ("actor", "critic")}
     torch.manual_seed(11)
-    report = ShrinkPerturb(alpha=0.8, beta=0.2, modules=("actor", "critic")).apply(agent)
+    report = ShrinkPerturb(agent, alpha=0.8, beta=0.2, modules=("actor", "critic"), trigger=SCHEDULE).apply()
 
     for name in ("actor", "critic"):
         expected = {k: 0.8 * v + 0.2 * fresh[name][k] for k, v in before[name].items()}

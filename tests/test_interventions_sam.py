@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlplastic.interventions.regularizers import DecoupledWeightDecay
 from rlplastic.interventions.sam import SAM
+from rlplastic.interventions.weight_decay import DecoupledWeightDecay
+from tests.factories import ModulesAgent
 
 
 def quadratic(seed: int = 0, dim: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,7 +101,7 @@ def test_state_and_hooks_are_the_base_optimizers():
     # hooks land on the base step, once per SAM step, with θ restored (decoupled weight decay composes)
     calls = []
     sam.register_step_pre_hook(lambda opt, *_: calls.append(opt))
-    DecoupledWeightDecay({"critic": sam}, ["critic"], coef=0.1)
+    DecoupledWeightDecay(ModulesAgent(optimizers={"critic": sam}), targets=["critic"], coef=0.1).install()
     sam.step(closure)
     sam.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()

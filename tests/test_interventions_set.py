@@ -129,7 +129,7 @@ def test_reset_reanchors_l2_init_at_the_fresh_weights_when_asked(reanchor):
     agent = tiny_agent("states")
     config = {"heads_reset": {"trigger": SCHEDULE, "reanchor": reanchor}, "l2_init": {"targets": ["actor", "critic"]}}
     interventions = InterventionSet(agent, config)
-    l2 = interventions.regularizers["l2_init"]
+    l2 = interventions.interventions["l2_init"]
     initial = {k: v.clone() for k, v in l2._anchor.items()}
     train_steps(agent, 3)
     assert set(interventions.at_episode_end({}, 1000, FakeReplay(), "cpu")) == {"heads_reset"}
@@ -148,7 +148,7 @@ def test_injection_rebinds_l2_init_and_the_monitor_follows_layers_and_parameters
     interventions = InterventionSet(
         agent, {"inject": {"trigger": SCHEDULE}, "l2_init": {"targets": ["critic"]}}, monitor=monitor
     )
-    l2 = interventions.regularizers["l2_init"]
+    l2 = interventions.interventions["l2_init"]
     train_steps(agent, 3)
     trunk_anchor = l2._anchor["critic.trunk.0.weight"].clone()
     monitor._fold()

@@ -127,7 +127,7 @@ def test_make_trigger():
     [
         ({"kind": "sometimes"}, r"unknown trigger kind 'sometimes': allowed are \['schedule', 'threshold'\]"),
         ({}, "unknown trigger kind None"),
-        ({"kind": "schedule", "every": 5}, r"unknown schedule trigger key\(s\) \['every'\]"),
+        ({"kind": "schedule", "every": 5}, r"unknown trigger.schedule key\(s\) \['every'\]: allowed are"),
         ({"kind": "schedule"}, "needs every_frames or at_frames"),
         ({"kind": "schedule", "every_frames": 0}, "every_frames=0 must be an int > 0"),
         ({"kind": "schedule", "at_frames": [10, -1]}, r"at_frames=\[10, -1\] must be a list of ints >= 0"),

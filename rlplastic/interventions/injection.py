@@ -31,12 +31,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlplastic.interventions.base import CRITIC, INTERVENTIONS, Change, Operation, Report
 from rlplastic.interventions.optim_state import optimizer_of
+from rlplastic.protocols import InjectableAgent, Monitor, Replay, ResettableAgent
 
-__all__ = ["InjectedHead", "inject", "injected_heads", "reinject_from_state"]
+__all__ = ["Inject", "InjectedHead", "inject", "injected_heads", "reinject_from_state"]
 
 
 class _Concat(nn.Module):
@@ -98,7 +101,7 @@ def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent_path), child, new)
 
 
-def injected_heads(agent: Any) -> dict[str, tuple[str, ...]]:
+def injected_heads(agent: ResettableAgent) -> dict[str, tuple[str, ...]]:
     """Module name → paths of its injected heads (modules without any are left out)."""
     found = {}
     for name, module in agent.named_modules_for_monitor().items():
@@ -108,7 +111,7 @@ def injected_heads(agent: Any) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def inject(agent: Any, module: str = "critic", heads: Sequence[str] | None = None) -> dict[str, float]:
+def inject(agent: InjectableAgent, module: str = CRITIC, heads: Sequence[str] | None = None) -> dict[str, float]:
     """Plasticity injection of the heads of ``module``; see the module docstring.
 
     Draws one ``agent.fresh_module(module)`` (global torch RNG) and takes each head's fresh weights
@@ -185,7 +188,7 @@ def _remove_from_optimizer(optimizer: torch.optim.Optimizer, params: list[nn.Par
 _TRAINABLE_KEY = re.compile(r"^(.+)\.trainable\.")
 
 
-def reinject_from_state(agent: Any, agent_state: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+def reinject_from_state(agent: ResettableAgent, agent_state: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """Inject a freshly built agent the way the agent that saved ``agent_state`` was injected.
 
     Reads the injected heads from the saved parameter names (``<head>.trainable.*`` with matching
@@ -215,3 +218,42 @@ def reinject_from_state(agent: Any, agent_state: Mapping[str, Any]) -> dict[str,
             inject(agent, name, heads)
             done[name] = tuple(heads)
     return done
+
+
+@INTERVENTIONS.register("inject")
+class Inject(Operation):
+    """The ``inject`` intervention: :func:`inject` every one of ``modules`` once, when the trigger says so.
+
+    :param modules: modules whose heads (``agent.injection_heads()``) are injected.
+    :param trigger: when (:mod:`~rlplastic.interventions.triggers`).
+    """
+
+    needs = InjectableAgent
+    changes_structure = True
+    one_shot = True
+
+    def __init__(
+        self,
+        agent: InjectableAgent,
+        monitor: Monitor | None = None,
+        modules: Sequence[str] = (CRITIC,),
+        trigger: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(agent, monitor, modules, trigger)
+        heads = agent.injection_heads()
+        missing = [m for m in self.modules if m not in heads]
+        if missing:
+            raise ValueError(f"intervention.inject.modules {missing} have no heads: allowed are {list(heads)}")
+        self.change = Change(self.modules, structure=True)
+
+    def fire(self, replay: Replay, device: torch.device | str, rng: np.random.Generator) -> Report:
+        report: Report = {}
+        for module in self.modules:
+            report.update({f"{module}/{k}": v for k, v in inject(self.agent, module).items()})
+        return report
+
+    def restore_structure(self, agent_state: Mapping[str, Any]) -> tuple[str, ...]:
+        """Re-inject the heads the saved agent had (unless this agent is injected already)."""
+        if injected_heads(self.agent):
+            return ()
+        return tuple(reinject_from_state(self.agent, agent_state))

@@ -33,18 +33,23 @@ meaningless and its layout no longer matches ``fresh_module``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlplastic.interventions.base import CRITIC, INTERVENTIONS, Operation, Report
 from rlplastic.interventions.optim_state import StepPolicy, check_step_policy, optimizer_of, zero_masked_state
 from rlplastic.monitor.activity import dormant_mask
 from rlplastic.monitor.hooks import ActivationCapture
+from rlplastic.protocols import Batch, Monitor, RecyclableAgent, Replay
 
 __all__ = ["ReDo", "RecycleLayer", "recyclable_layers"]
+
+Optimizers = Mapping[str, torch.optim.Optimizer]
 
 _WEIGHTED = (nn.Linear, nn.Conv2d)
 
@@ -65,10 +70,10 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def recyclable_layers(agent: Any, modules: Sequence[str]) -> list[RecycleLayer]:
+def recyclable_layers(agent: RecyclableAgent, modules: Sequence[str]) -> list[RecycleLayer]:
     """The recyclable layers of ``modules`` and what reads their units (see the module docstring)."""
     available = agent.named_modules_for_monitor()
-    links = dict(agent.layer_links()) if hasattr(agent, "layer_links") else {}
+    links = dict(agent.layer_links())
     found: list[RecycleLayer] = []
     for module_name in modules:
         for path, seq in available[module_name].named_modules():
@@ -98,37 +103,47 @@ def _resolve(modules: dict[str, nn.Module], qualified: str) -> tuple[str, nn.Mod
     return module_name, modules[module_name].get_submodule(path)
 
 
-class ReDo:
+@INTERVENTIONS.register("redo")
+class ReDo(Operation):
     """Recycle τ-dormant units of ``modules`` (Sokar et al. 2023).
 
     :param tau: Dormancy threshold in [0, 1]: a unit with normalised activity ``s_i <= tau`` is
         recycled (0.1 is the usual ReDo setting; the monitor logs dormancy with 0.025 by default).
     :param modules: Modules whose units are recycled (keys of ``agent.named_modules_for_monitor()``).
-    :param period: Gradient updates between recyclings, F in docs/reference.md §4 (:meth:`due`).
-    :param batch_size: Size of the statistics batch the caller should sample for :meth:`apply`.
+    :param period: Gradient updates between recyclings, F in docs/reference.md §4 (:meth:`due`);
+        ``None`` to fire on ``trigger`` instead (exactly one of the two).
+    :param batch_size: Size of the statistics batch, sampled with the set's own generator.
     :param step: Adam step-count policy for the touched parameters, ``"reset"`` (default) or ``"keep"``
         (Sokar et al.'s JAX code); see :mod:`rlplastic.interventions.optim_state`.
+    :param trigger: fire on a trigger (asked at episode ends) instead of every ``period`` updates.
     """
 
-    name = "redo"
+    needs = RecyclableAgent
 
     def __init__(
         self,
+        agent: RecyclableAgent,
+        monitor: Monitor | None = None,
         tau: float = 0.1,
-        modules: Sequence[str] = ("critic",),
-        period: int = 1000,
+        modules: Sequence[str] = (CRITIC,),
+        period: int | None = 1000,
         batch_size: int = 256,
         step: StepPolicy = "reset",
+        trigger: Mapping[str, Any] | None = None,
     ) -> None:
+        if (period is None) == (trigger is None):
+            raise ValueError(
+                f"intervention.redo needs exactly one of period (gradient updates) or trigger; got "
+                f"period={period!r}, trigger={trigger!r}"
+            )
+        super().__init__(agent, monitor, modules, trigger, trigger_required=False)
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:
             raise ValueError(f"ReDo tau={tau!r} is outside [0, 1]: tau is a threshold on normalised activity")
         self.tau = float(tau)
-        if isinstance(modules, str) or not modules:
-            raise ValueError(f"modules must be a non-empty sequence of module names, got {modules!r}")
+        period = 1 if period is None else period  # unused with a trigger
         for label, value in (("period", period), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")
-        self.modules = tuple(modules)
         self.period = period
         self.batch_size = batch_size
         self.step: StepPolicy = check_step_policy(step)
@@ -137,13 +152,21 @@ class ReDo:
         """Whether recycling is due after ``updates`` gradient updates (every ``period``, not at 0)."""
         return updates > 0 and updates % self.period == 0
 
+    def after_update(
+        self, updates: int, replay: Replay, device: torch.device | str, rng: np.random.Generator
+    ) -> Report | None:
+        if self.trigger is None and self.due(updates):
+            return self.fire(replay, device, rng)
+        return None
+
+    def fire(self, replay: Replay, device: torch.device | str, rng: np.random.Generator) -> Report:
+        return self.apply(replay.sample(self.batch_size, device, rng=rng))
+
     @torch.no_grad()
-    def dormant_masks(self, agent: Any, batch: Any) -> dict[RecycleLayer, Tensor]:
+    def dormant_masks(self, batch: Batch) -> dict[RecycleLayer, Tensor]:
         """τ-dormant mask (units,) of every recyclable layer, from one statistics forward on ``batch``."""
+        agent = self.agent
         available = agent.named_modules_for_monitor()
-        unknown = [m for m in self.modules if m not in available]
-        if unknown:
-            raise ValueError(f"ReDo modules {unknown} are not offered by the agent: it has {list(available)}")
         for name in self.modules:
             if any(not p.requires_grad for p in available[name].parameters()):
                 raise ValueError(f"ReDo on {name!r}: it has frozen parameters (plasticity injection?); not supported")
@@ -164,16 +187,15 @@ class ReDo:
         return {layer: dormant_mask(acts[layer.relu], self.tau) for layer in layers}
 
     @torch.no_grad()
-    def apply(self, agent: Any, batch: Any) -> dict[str, float]:
+    def apply(self, batch: Batch) -> Report:
         """Score units on ``batch`` and recycle the τ-dormant ones.
 
-        :param agent: Agent with ``named_modules_for_monitor``, ``fresh_module``, ``optimizers``,
-            ``target_networks``, ``forward_for_statistics`` and (for cross-module links) ``layer_links``.
         :param batch: Statistics batch (e.g. ``replay.sample(self.batch_size)``).
         :return: Flat report: ``<module>/<relu path>`` → units recycled there (e.g. ``critic/Q1.1``),
             ``recycled`` (total), ``units`` (total scored), ``fraction``.
         """
-        masks = self.dormant_masks(agent, batch)
+        agent = self.agent
+        masks = self.dormant_masks(batch)
         available = agent.named_modules_for_monitor()
         optimizers = agent.optimizers()
         targets = agent.target_networks()
@@ -208,7 +230,7 @@ class ReDo:
         report["fraction"] = report["recycled"] / report["units"] if report["units"] else 0.0
         return report
 
-    def _recycle_incoming(self, layer: nn.Module, new: nn.Module, mask: Tensor, optimizers: dict) -> None:
+    def _recycle_incoming(self, layer: nn.Module, new: nn.Module, mask: Tensor, optimizers: Optimizers) -> None:
         rows = mask.view(-1, *([1] * (layer.weight.dim() - 1)))
         layer.weight.copy_(torch.where(rows, new.weight.to(layer.weight), layer.weight))
         self._zero_moments(layer.weight, rows, optimizers)
@@ -216,12 +238,12 @@ class ReDo:
             layer.bias.masked_fill_(mask, 0.0)
             self._zero_moments(layer.bias, mask, optimizers)
 
-    def _zero_outgoing(self, layer: nn.Module, columns: Tensor, optimizers: dict) -> None:
+    def _zero_outgoing(self, layer: nn.Module, columns: Tensor, optimizers: Optimizers) -> None:
         cols = columns.view(1, -1, *([1] * (layer.weight.dim() - 2)))
         layer.weight.masked_fill_(cols, 0.0)
         self._zero_moments(layer.weight, cols, optimizers)
 
-    def _zero_moments(self, param: nn.Parameter, mask: Tensor, optimizers: dict) -> None:
+    def _zero_moments(self, param: nn.Parameter, mask: Tensor, optimizers: Optimizers) -> None:
         optimizer = optimizer_of(optimizers, param)
         if optimizer is not None:
             zero_masked_state(optimizer, param, mask, self.step)

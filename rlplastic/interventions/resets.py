@@ -20,13 +20,16 @@ Each ``apply`` returns a flat report of numbers, suitable for logging as ``event
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from rlplastic.interventions.base import CRITIC, INTERVENTIONS, Change, Operation, Report
 from rlplastic.interventions.optim_state import optimizer_of, reset_param_state
+from rlplastic.protocols import Monitor, Replay, ResettableAgent
 
 __all__ = [
     "FullReset",
@@ -36,10 +39,8 @@ __all__ = [
     "shrink_and_perturb",
 ]
 
-Report = dict[str, float]
 
-
-def _check_names(agent: Any, names: Sequence[str]) -> dict[str, nn.Module]:
+def _check_names(agent: ResettableAgent, names: Sequence[str]) -> dict[str, nn.Module]:
     modules = agent.named_modules_for_monitor()
     if isinstance(names, str) or not names:
         raise ValueError(f"names must be a non-empty sequence of module names, got {names!r}")
@@ -51,7 +52,7 @@ def _check_names(agent: Any, names: Sequence[str]) -> dict[str, nn.Module]:
     return {n: modules[n] for n in names}
 
 
-def _fresh_like(agent: Any, name: str, module: nn.Module) -> nn.Module:
+def _fresh_like(agent: ResettableAgent, name: str, module: nn.Module) -> nn.Module:
     """``agent.fresh_module(name)``, checked to have exactly the parameters of ``module``."""
     fresh = agent.fresh_module(name)
     have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -66,7 +67,7 @@ def _fresh_like(agent: Any, name: str, module: nn.Module) -> nn.Module:
     return fresh
 
 
-def _forget_optimizer_state(agent: Any, module: nn.Module) -> int:
+def _forget_optimizer_state(agent: ResettableAgent, module: nn.Module) -> int:
     optimizers = agent.optimizers()
     dropped = 0
     for param in module.parameters():
@@ -81,7 +82,7 @@ def _count(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def reset_modules(agent: Any, names: Sequence[str], sync_targets: bool = True) -> Report:
+def reset_modules(agent: ResettableAgent, names: Sequence[str], sync_targets: bool = True) -> Report:
     """Re-initialise the named modules in place, forget their optimizer state, re-sync their targets.
 
     Fresh modules are drawn with ``agent.fresh_module`` in the order of ``names`` (so a re-seeded
@@ -122,7 +123,7 @@ def _check_alpha_beta(alpha: float, beta: float) -> tuple[float, float]:
 
 @torch.no_grad()
 def shrink_and_perturb(
-    agent: Any,
+    agent: ResettableAgent,
     names: Sequence[str],
     alpha: float,
     beta: float,
@@ -167,53 +168,81 @@ def shrink_and_perturb(
     return report
 
 
-class FullReset:
+@INTERVENTIONS.register("reset")
+class FullReset(Operation):
     """Nikishin et al. 2022 reset of the whole agent: encoder, actor and critic (and target), replay kept.
 
     :param modules: Modules re-initialised; the default is every module of DrQ-v2.
+    :param trigger: when (:mod:`~rlplastic.interventions.triggers`).
+    :param reanchor: init-anchored regularizers take the fresh weights as θ₀ (``False``: keep the first).
     """
 
-    name = "full_reset"
+    needs = ResettableAgent
 
-    def __init__(self, modules: Sequence[str] = ("encoder", "actor", "critic")) -> None:
-        self.modules = tuple(modules)
+    def __init__(
+        self,
+        agent: ResettableAgent,
+        monitor: Monitor | None = None,
+        modules: Sequence[str] = ("encoder", "actor", CRITIC),
+        trigger: Mapping[str, Any] | None = None,
+        reanchor: bool = True,
+    ) -> None:
+        super().__init__(agent, monitor, modules, trigger)
+        self.change = Change(self.modules, reinitialised=True, reanchor=bool(reanchor))
 
-    def apply(self, agent: Any) -> Report:
-        """Reset ``self.modules`` of ``agent``; see :func:`reset_modules`."""
-        return reset_modules(agent, self.modules)
+    def fire(self, replay: Replay, device: torch.device | str, rng: np.random.Generator) -> Report:
+        return self.apply()
+
+    def apply(self) -> Report:
+        """Reset ``self.modules`` of the agent; see :func:`reset_modules`."""
+        return reset_modules(self.agent, self.modules)
 
 
+@INTERVENTIONS.register("heads_reset")
 class HeadsReset(FullReset):
     """The pixel-DrQ reset variant: actor and critic heads (and the target critic), encoder kept."""
 
-    name = "heads_reset"
+    def __init__(
+        self,
+        agent: ResettableAgent,
+        monitor: Monitor | None = None,
+        modules: Sequence[str] = ("actor", CRITIC),
+        trigger: Mapping[str, Any] | None = None,
+        reanchor: bool = True,
+    ) -> None:
+        super().__init__(agent, monitor, modules, trigger, reanchor)
 
-    def __init__(self, modules: Sequence[str] = ("actor", "critic")) -> None:
-        super().__init__(modules)
 
-
-class ShrinkPerturb:
+@INTERVENTIONS.register("shrink_perturb")
+class ShrinkPerturb(Operation):
     """Shrink-and-perturb ``θ ← α·θ + β·θ_fresh`` of whole modules; see :func:`shrink_and_perturb`.
 
     :param alpha: Shrink factor in [0, 1].
     :param beta: Weight of the fresh initialisation, >= 0.
     :param modules: Modules to shrink and perturb.
     :param reset_optimizer: Forget the optimizer state of the touched parameters.
+    :param trigger: when (:mod:`~rlplastic.interventions.triggers`).
     """
 
-    name = "shrink_perturb"
+    needs = ResettableAgent
 
     def __init__(
         self,
+        agent: ResettableAgent,
+        monitor: Monitor | None = None,
         alpha: float = 0.8,
         beta: float = 0.2,
-        modules: Sequence[str] = ("encoder", "actor", "critic"),
+        modules: Sequence[str] = ("encoder", "actor", CRITIC),
         reset_optimizer: bool = True,
+        trigger: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__(agent, monitor, modules, trigger)
         self.alpha, self.beta = _check_alpha_beta(alpha, beta)
-        self.modules = tuple(modules)
         self.reset_optimizer = reset_optimizer
 
-    def apply(self, agent: Any) -> Report:
-        """Shrink and perturb ``self.modules`` of ``agent``."""
-        return shrink_and_perturb(agent, self.modules, self.alpha, self.beta, self.reset_optimizer)
+    def fire(self, replay: Replay, device: torch.device | str, rng: np.random.Generator) -> Report:
+        return self.apply()
+
+    def apply(self) -> Report:
+        """Shrink and perturb ``self.modules`` of the agent."""
+        return shrink_and_perturb(self.agent, self.modules, self.alpha, self.beta, self.reset_optimizer)

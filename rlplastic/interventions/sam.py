@@ -13,7 +13,7 @@ test that on this testbed.
 
 The wrapper is a transparent proxy of the base optimizer: ``param_groups``, ``state``,
 ``state_dict()``/``load_state_dict()`` and the step hooks are the base optimizer's, so interventions that
-reset optimizer state (resets, ReDo), LR schedulers and ``regularizers.DecoupledWeightDecay`` work the
+reset optimizer state (resets, ReDo), LR schedulers and ``weight_decay.DecoupledWeightDecay`` work the
 same whether they are given the wrapper or the base. SAM itself keeps
 nothing across steps (the perturbation lives only between :meth:`SAM.first_step` and
 :meth:`SAM.second_step`), so checkpoints hold only the base optimizer's state.
@@ -30,7 +30,10 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["SAM", "SAMStep"]
+from rlplastic.interventions.base import CRITIC, INTERVENTIONS, Intervention
+from rlplastic.protocols import Monitor, MonitoredAgent
+
+__all__ = ["SAM", "SAMStep", "SharpnessAware"]
 
 # ‖g‖ below this makes ε = 0 rather than dividing by ~0 (a zero gradient has no ascent direction)
 _TINY_NORM = 1e-12
@@ -68,8 +71,8 @@ def _restore(backup: list[tuple[Tensor, Tensor]]) -> None:
 class SAMStep:
     """SAM as an agent step rule (:class:`~rlplastic.agent_hooks.StepRule`): the ``sam`` intervention.
 
-    Registered for the critic (``agent.hooks.set_step_rule("critic", SAMStep(rho))``), it replaces the
-    critic optimizer's step: ascend the optimizer's parameters to θ + ρ·g/‖g‖, recompute the loss there
+    Registered for the critic (``agent.hooks.set_step_rule(CRITIC, SAMStep(rho))``, :class:`SharpnessAware`),
+    it replaces the critic optimizer's step: ascend the optimizer's parameters to θ + ρ·g/‖g‖, recompute the loss there
     (``loss_again``), restore θ and step with ∇L(θ + ε). The optimizer itself is unchanged, so
     checkpoints, optimizer resets and weight decay see the same Adam.
 
@@ -89,6 +92,21 @@ class SAMStep:
             loss_again().backward()
         _restore(backup)
         optimizer.step()
+
+
+@INTERVENTIONS.register("sam")
+class SharpnessAware(Intervention):
+    """The ``sam`` intervention: the critic's optimizer steps by SAM (:class:`SAMStep`, a step rule).
+
+    :param rho: ascent radius ρ > 0 (Foret et al.: 0.05).
+    """
+
+    def __init__(self, agent: MonitoredAgent, monitor: Monitor | None = None, rho: float = 0.05) -> None:
+        super().__init__(agent, monitor)
+        self.step_rule = SAMStep(rho)
+
+    def install(self) -> None:
+        self.agent.hooks.set_step_rule(CRITIC, self.step_rule)
 
 
 class SAM(torch.optim.Optimizer):

@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TRIGGERS", "ScheduleTrigger", "ThresholdTrigger", "make_trigger"]
+from rlplastic.registry import Registry, plain
+
+__all__ = ["TRIGGERS", "ScheduleTrigger", "ThresholdTrigger", "Trigger", "make_trigger"]
+
+#: Config ``kind`` → trigger class; a trigger's keys are its constructor's parameters.
+TRIGGERS: Registry[ScheduleTrigger | ThresholdTrigger] = Registry("trigger kind", "trigger")
 
 
 def _is_int(value: Any) -> bool:
@@ -45,17 +50,22 @@ def _check_kind(state: Mapping[str, Any], kind: str) -> None:
         raise ValueError(f"checkpoint holds a {found!r} trigger, this run uses a {kind!r} trigger")
 
 
+@TRIGGERS.register("schedule")
 class ScheduleTrigger:
     """Fire on a schedule of environment frames.
 
     :param every_frames: fire at frames N, 2N, 3N, ... (N > 0); ``None`` for none.
     :param at_frames: further frames to fire at (ints >= 0, any order; 0 fires at the first call).
+    :param known_signals: ignored (a schedule reads no signal; :func:`make_trigger` passes it to every kind).
     :raises ValueError: for a bad value, or when neither is given (the trigger would never fire).
     """
 
     kind = "schedule"
 
-    def __init__(self, every_frames: int | None = None, at_frames: Sequence[int] = ()) -> None:
+    def __init__(
+        self, every_frames: int | None = None, at_frames: Sequence[int] = (), known_signals: object = None
+    ) -> None:
+        del known_signals
         if every_frames is not None and (not _is_int(every_frames) or every_frames <= 0):
             raise ValueError(f"schedule.every_frames={every_frames!r} must be an int > 0 or null")
         if isinstance(at_frames, (str, bytes)) or not isinstance(at_frames, Iterable):
@@ -106,6 +116,7 @@ class ScheduleTrigger:
         return f"ScheduleTrigger(every_frames={self.every_frames}, at_frames={list(self.at_frames)})"
 
 
+@TRIGGERS.register("threshold")
 class ThresholdTrigger:
     """Fire when a monitor signal crosses a threshold, at most once per cool-down.
 
@@ -191,30 +202,20 @@ class ThresholdTrigger:
         return f"ThresholdTrigger({self.signal} {op} {self.threshold}, cooldown_frames={self.cooldown_frames})"
 
 
-#: Config ``kind`` -> class.
-TRIGGERS: dict[str, type] = {"schedule": ScheduleTrigger, "threshold": ThresholdTrigger}
-
-_KEYS = {"schedule": ("every_frames", "at_frames"), "threshold": ("signal", "threshold", "above", "cooldown_frames")}
+Trigger = ScheduleTrigger | ThresholdTrigger
 
 
-def make_trigger(known_signals: Collection[str] | None = None, **cfg: Any) -> ScheduleTrigger | ThresholdTrigger:
+def make_trigger(known_signals: Collection[str] | None = None, **cfg: Any) -> Trigger:
     """Build a trigger from a config mapping ``{kind: schedule|threshold, ...}``.
 
     Examples: ``make_trigger(kind="schedule", every_frames=200_000)``,
     ``make_trigger(kind="threshold", signal="critic/dormant", threshold=0.2, cooldown_frames=100_000)``.
 
-    :param known_signals: passed to :class:`ThresholdTrigger` (ignored by schedules).
+    :param known_signals: passed to :class:`ThresholdTrigger` (a schedule reads no signal).
     :param cfg: ``kind`` and that kind's arguments (Hydra lists are accepted).
     :raises ValueError: for a missing or unknown kind, an unknown key, or a bad value.
     """
+    cfg = plain(cfg)
     kind = cfg.pop("kind", None)
-    if kind not in TRIGGERS:
-        raise ValueError(f"unknown trigger kind {kind!r}: allowed are {sorted(TRIGGERS)}")
-    unknown = sorted(set(cfg) - set(_KEYS[kind]))
-    if unknown:
-        raise ValueError(f"unknown {kind} trigger key(s) {unknown}: allowed are {list(_KEYS[kind])}")
-    if kind == "schedule":
-        if "at_frames" in cfg and not isinstance(cfg["at_frames"], (str, bytes)):
-            cfg["at_frames"] = list(cfg["at_frames"])  # OmegaConf ListConfig -> list
-        return ScheduleTrigger(**cfg)
-    return ThresholdTrigger(**cfg, known_signals=known_signals)
+    TRIGGERS.check(kind, cfg, context=("known_signals",))
+    return TRIGGERS.get(kind)(**cfg, known_signals=known_signals)

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from rlplastic.monitor.rank import singular_values
 
-__all__ = ["bin_values", "collapse_geometry", "neural_collapse", "quantile_bins"]
+__all__ = ["bin_values", "collapse_geometry", "nc1_differentiable", "neural_collapse", "quantile_bins"]
 
 _EPS = 1e-12
 
@@ -100,6 +100,33 @@ def _bin_means(h: Tensor, labels: Tensor, num_bins: int) -> Tensor:
     sums = torch.zeros(num_bins, h.shape[1], dtype=h.dtype, device=h.device)
     sums.index_add_(0, labels, h)
     return sums / counts[:, None]
+
+
+def nc1_differentiable(features: Tensor, labels: Tensor, num_bins: int, rcond: float = 1e-8) -> Tensor:
+    r"""NC1 of ``features`` with class ``labels``, differentiable w.r.t. the features: the one NC1.
+
+    :func:`neural_collapse` reports it and the anti-collapse regularizer
+    (:class:`rlplastic.interventions.nc_reg.NCRegularizer`) trains on it. ``mean_i ‖M̃⁺(h_i − μ_{y_i})‖²``
+    (= Tr(Σ_W Σ_B⁺)/K, see the module docstring), in float64 with the relative cutoff ``rcond`` on M̃'s
+    singular values. float64 matters: M̃ always has a null direction (Σ_c n_c(μ_c − μ_G) = 0), and in
+    float32 its rounding-noise singular value (~1e-7·σ_max) would pass a 1e-8 cutoff and blow NC1 up. The
+    gradient of ``torch.linalg.pinv`` is the analytic pseudo-inverse derivative, correct while the rank
+    stays fixed, which it does here (the null direction is structural).
+
+    :param features: (n, d) features h, any float dtype.
+    :param labels: (n,) int64 class of each sample, every class in [0, num_bins) non-empty.
+    :param num_bins: K.
+    :param rcond: relative singular-value cutoff of the pseudo-inverse.
+    :return: 0-d float64 tensor.
+    """
+    h = features.to(torch.float64)
+    counts = torch.bincount(labels, minlength=num_bins).to(h)
+    means = torch.zeros(num_bins, h.shape[1], dtype=h.dtype, device=h.device).index_add(0, labels, h)
+    means = means / counts[:, None]
+    centred = means - h.mean(dim=0)  # rows are the columns of M̃
+    within = h - means[labels]
+    pinv = torch.linalg.pinv(centred.T, rtol=rcond)  # M̃⁺, (K, d); e_i @ M̃⁺ᵀ gives the coefficients
+    return (within @ pinv.T).square().sum(dim=1).mean()
 
 
 def neural_collapse(
@@ -155,10 +182,7 @@ def neural_collapse(
     global_mean = h.mean(dim=0)
     centred = means - global_mean  # rows are the columns of M̃
 
-    # NC1 = mean_i ‖M̃⁺ e_i‖², M̃⁺ is (K, d); e_i @ M̃⁺ᵀ gives the coefficients
-    within = h - means[labels]
-    pinv = torch.linalg.pinv(centred.T, rtol=rcond)
-    nc1 = (within @ pinv.T).square().sum(dim=1).mean()
+    nc1 = nc1_differentiable(h, labels, num_bins, rcond)
 
     norms = torch.linalg.vector_norm(centred, dim=1)
     nc2_equinorm = norms.std(correction=0) / norms.mean().clamp_min(_EPS)
