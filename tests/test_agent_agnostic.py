@@ -208,7 +208,6 @@ def test_the_fake_agent_implements_every_protocol_and_require_names_a_missing_me
         require(core, InjectableAgent, "intervention.inject")
 
 
-@pytest.mark.xfail(strict=False, reason="InterventionSet require() at build lands with the intervention registry")
 def test_intervention_set_refuses_an_agent_without_layer_links_at_build():
     with pytest.raises(ValueError, match=r"layer_links"):
         InterventionSet(CoreAC(), {"redo": {"modules": ["critic"], "period": 1, "batch_size": 8}})

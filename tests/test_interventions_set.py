@@ -60,7 +60,7 @@ def train_steps(agent, updates: int, start: int = 0) -> None:
         ({"redo": {"period": 10, "trigger": SCHEDULE}}, "needs exactly one of period"),
         ({"redo": {"period": None}}, "needs exactly one of period"),
         ({"heads_reset": {}}, "intervention.heads_reset needs a trigger"),
-        ({"heads_reset": {"trigger": {"kind": "sometimes"}}}, "unknown trigger kind 'sometimes'"),
+        ({"heads_reset": {"trigger": {"kind": "sometimes"}}}, "unknown trigger 'sometimes'"),
         ({"heads_reset": {"trigger": {"kind": "schedule", "every_frames": 0}}}, "every_frames=0 must be an int > 0"),
         ({"heads_reset": {"modules": ["decoder"], "trigger": SCHEDULE}}, r"modules \['decoder'\] are unknown"),
         ({"shrink_perturb": {"alpha": 2.0, "trigger": SCHEDULE}}, "alpha=2.0 must be in"),

@@ -125,8 +125,8 @@ def test_make_trigger():
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"kind": "sometimes"}, r"unknown trigger kind 'sometimes': allowed are \['schedule', 'threshold'\]"),
-        ({}, "unknown trigger kind None"),
+        ({"kind": "sometimes"}, r"unknown trigger 'sometimes': allowed are \['schedule', 'threshold'\]"),
+        ({}, "unknown trigger None"),
         ({"kind": "schedule", "every": 5}, r"unknown trigger.schedule key\(s\) \['every'\]: allowed are"),
         ({"kind": "schedule"}, "needs every_frames or at_frames"),
         ({"kind": "schedule", "every_frames": 0}, "every_frames=0 must be an int > 0"),
