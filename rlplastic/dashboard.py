@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from rlplastic.monitor.monitor import METRICS, MODULES
+from rlplastic.monitor.config import METRICS, MODULES
 
 __all__ = ["LAYERS_SUFFIX", "build_layout", "layout_summary", "write_layout"]
 

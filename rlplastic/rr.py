@@ -65,7 +65,7 @@ def validate_signal(name: str) -> str:
     Raises:
         ValueError: naming the signal and the allowed modules and metrics.
     """
-    from rlplastic.monitor.monitor import METRICS, MODULES
+    from rlplastic.monitor.config import METRICS, MODULES
 
     metrics = (*METRICS, "episode_fau", "first_update_fau")
     parts = name.split("/")

@@ -17,6 +17,7 @@ from rlplastic.monitor.activity import (
     fau_over_layers,
 )
 from rlplastic.monitor.collapse import bin_values, collapse_geometry, neural_collapse, quantile_bins
+from rlplastic.monitor.config import METRIC_GROUPS, METRICS, MODULES, PROBE_METRICS, MonitorConfig
 from rlplastic.monitor.curvature import (
     HessianOperator,
     LanczosResult,
@@ -34,15 +35,7 @@ from rlplastic.monitor.curvature import (
 )
 from rlplastic.monitor.fitting import FitResult, fit_targets, fresh_network_targets, random_projection_targets
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.monitor import (
-    METRIC_GROUPS,
-    METRICS,
-    MODULES,
-    MonitorConfig,
-    PlasticityMonitor,
-    ProbeRecord,
-    make_monitor,
-)
+from rlplastic.monitor.monitor import PlasticityMonitor, ProbeRecord, make_monitor
 from rlplastic.monitor.rank import (
     effective_rank,
     feature_norm,
@@ -58,6 +51,7 @@ __all__ = [
     "METRICS",
     "METRIC_GROUPS",
     "MODULES",
+    "PROBE_METRICS",
     "ActivationCapture",
     "FitResult",
     "HessianOperator",
