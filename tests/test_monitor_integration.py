@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.drqv2 import DrQV2Agent
 from rlplastic.augment import RandomShift
 from rlplastic.logger import read_scalars_csv
-from rlplastic.monitor import MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
+from rlplastic.monitor import ActivationCapture, MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
 from rlplastic.monitor.figures import FIGURE_TAGS
 from rlplastic.replay import ReplayBuffer
 from tests.factories import checkpoint_round_trip
@@ -335,6 +335,57 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
     new, resumed_new = monitor.pop_probe_records(), resumed.pop_probe_records()
     assert len(new) == 1 and set(new[0].images) == set(FIGURE_TAGS.values())
     assert _without_times(new) == _without_times(resumed_new)
+
+
+def test_a_checkpoint_written_before_the_fau_accounts_class_loads_unchanged():
+    """tests/data/monitor_state_4a407a7.pt: a monitor state dict saved by the code of commit 4a407a7 (FAU in
+    five dicts of the monitor) after 7 updates, one closed episode and one closed window, with the next values
+    that monitor gave; it loads into today's monitor and gives the same values."""
+    saved = torch.load(ROOT / "tests" / "data" / "monitor_state_4a407a7.pt", weights_only=True)
+    config = MonitorConfig(metrics=["fau", "dormant", "drift", "srank"], probe_every_updates=3, figures=False,
+                           **TINY_PROBE)  # fmt: skip
+    monitor = PlasticityMonitor(config)
+    monitor.attach(make_agent("states", seed=1))
+    monitor.load_state_dict(saved["state"])
+    assert {"window", "episode", "last_window", "last_episode", "first_update"} <= saved["state"].keys()
+    _assert_same_state(monitor.state_dict(), saved["state"])
+    assert monitor.signals() == saved["signals"]
+    log = monitor.log_values()
+    assert log.keys() == saved["next_log_values"].keys()
+    assert all(torch.equal(log[tag], saved["next_log_values"][tag]) for tag in log)
+    monitor.end_episode()
+    assert monitor.signals() == saved["next_signals"]
+
+
+def test_fau_accounts_pool_close_and_follow_moved_layers():
+    from rlplastic.monitor.fau_accounts import FAUAccounts
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 5), torch.nn.ReLU())
+    layers = {"1": net[1], "3": net[3]}
+    capture = ActivationCapture(layers)
+    accounts = FAUAccounts()
+    accounts.open({"m": list(layers)}, torch.device("cpu"))
+    x = torch.randn(6, 3)
+    with capture.recording():
+        net(x)
+    accounts.count_update()
+    accounts.record_first_update({"m": capture})
+    accounts.fold({"m": capture})
+    h1 = torch.relu(net[0](x))
+    positive = [int((h1 > 0).sum()), int((torch.relu(net[2](h1)) > 0).sum())]
+    assert accounts.window["m"].tolist() == [[positive[0], 24], [positive[1], 30]]
+    assert torch.equal(accounts.first_update["m"], accounts.window["m"])
+    assert accounts.close_window() and not accounts.close_window()  # the second window had no update
+    assert accounts.window["m"].sum() == 0
+    values = accounts.values("last_window", "fau", prefix="plasticity/")
+    assert list(values) == ["plasticity/m/fau", "plasticity/m/1/fau", "plasticity/m/3/fau"]
+    assert float(values["plasticity/m/fau"]) == pytest.approx(sum(positive) / 54)
+    # a layer moved to row 1 keeps its counts, a new layer at row 0 starts from zero
+    accounts.follow("m", ["new", "1"], [None, 0])
+    assert accounts.last_window["m"].tolist() == [[0, 0], [positive[0], 24]]
+    assert accounts.layers["m"] == ("new", "1")
+    assert list(accounts.state_dict()) == ["window", "episode", "last_window", "last_episode", "first_update",
+                                           "window_updates", "episode_updates"]  # fmt: skip
 
 
 def test_probes_are_reproducible_and_cover_every_metric():

@@ -2,8 +2,8 @@
 (:data:`MODULES`, :data:`METRICS`, :data:`METRIC_GROUPS`) and :func:`config_from_mapping`, which also
 refuses unknown keys.
 
-``fau`` is the per-update metric (:mod:`rlplastic.monitor.fau`); every other metric is measured at
-probe time (:data:`PROBE_METRICS`, computed by the table in :mod:`rlplastic.monitor.probe_metrics`).
+``fau`` is the per-update metric (:mod:`rlplastic.monitor.fau_accounts`); every other metric is measured
+at probe time (:data:`PROBE_METRICS`, computed by the table in :mod:`rlplastic.monitor.probe_metrics`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ released Adaptive-RR definition of FAU (docs/reference.md §2): the
 current, augmented training minibatch, strictly ``> 0``, pooled over layers as
 ``Σ positives / Σ elements``. The critic forward inside the actor loss, the target computation
 and acting are not counted. FAU is pooled over the updates of a log window (:meth:`log_values`)
-and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_episode`).
+and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_episode`); the counts
+are kept by :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`.
 ``encoder_fau_every_updates`` > 1 counts the encoder (the bulk of the cost) on every k-th update only.
 
 **Every ``probe_every_updates`` updates (a probe; it syncs and returns floats).** A probe batch of
@@ -99,6 +100,7 @@ from rlplastic.monitor.curvature import (
     sharpness,
     spectrum_srank,
 )
+from rlplastic.monitor.fau_accounts import FAUAccounts
 from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
 from rlplastic.monitor.fitting import (
     detached_copy,
@@ -217,19 +219,6 @@ def _reinitialised(module: nn.Module) -> nn.Module:
     return fresh
 
 
-def _fau(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Pooled and per-layer FAU from ``(L, 2)`` counts ``[positive, total]`` (device tensors)."""
-    counts = counts.to(torch.float64 if counts.device.type != "mps" else torch.float32)
-    return counts[:, 0].sum() / counts[:, 1].sum(), counts[:, 0] / counts[:, 1]
-
-
-def _close_account(open_counts: dict[str, Tensor], closed: dict[str, Tensor]) -> None:
-    """Move an account's FAU counts into ``closed`` and zero it in place (on device, no sync)."""
-    for name, counts in open_counts.items():
-        closed[name] = counts.clone()
-        counts.zero_()
-
-
 class PlasticityMonitor:
     """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
 
@@ -254,15 +243,7 @@ class PlasticityMonitor:
         self._phase_stacks: list[ExitStack] = []  # one per open loss phase, innermost last
         self._hooks: Any = None  # the agent's AgentHooks, once attached
         self._device = torch.device("cpu")
-        # FAU counts, (L, 2) int64 [positive, total] per module: the open log window and episode,
-        # the last closed ones, and the very first update (Adaptive-RR's first reference)
-        self._window: dict[str, Tensor] = {}
-        self._episode: dict[str, Tensor] = {}
-        self._last_window: dict[str, Tensor] = {}
-        self._last_episode: dict[str, Tensor] = {}
-        self._first_update: dict[str, Tensor] = {}
-        self._window_updates = 0
-        self._episode_updates = 0
+        self._fau = FAUAccounts()  # open and last closed window and episode, and the first update
         self._init_params: dict[str, dict[str, Tensor]] | None = None
         self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
@@ -295,12 +276,11 @@ class PlasticityMonitor:
         if not self._modules:
             raise ValueError(f"none of monitor.modules {list(self.config.modules)} has parameters to monitor")
         self._device = next(next(iter(self._modules.values())).parameters()).device
+        layer_names = {name: list(layers) for name, layers in self._layers.items()}
+        self._fau.open(layer_names, self._device, counting="fau" in self._metrics)
         if "fau" in self._metrics:
             # count mode only: nothing is stored, and outside the loss phases the hooks return at once
             self._captures = {name: ActivationCapture(layers, count=True) for name, layers in self._layers.items()}
-            for name, layers in self._layers.items():
-                for store in (self._window, self._episode):
-                    store[name] = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
             agent.hooks.add_phase_listener(self._on_phase)
             self._hooks = agent.hooks
         self._param_refs = {name: dict(module.named_parameters()) for name, module in self._modules.items()}
@@ -349,14 +329,7 @@ class PlasticityMonitor:
         if list(old) == list(layers) and all(old[k] is layers[k] for k in layers):
             return
         old_row = {id(layer): i for i, layer in enumerate(old.values())}
-        rows = [old_row.get(id(layer)) for layer in layers.values()]
-        for store in (self._window, self._episode, self._last_window, self._last_episode, self._first_update):
-            if name in store:
-                moved = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
-                for i, row in enumerate(rows):
-                    if row is not None:
-                        moved[i] = store[name][row]
-                store[name] = moved
+        self._fau.follow(name, list(layers), [old_row.get(id(layer)) for layer in layers.values()])
         self._layers[name] = layers
         if name in self._captures:
             self._captures[name].remove()
@@ -365,10 +338,9 @@ class PlasticityMonitor:
     def after_update(self, agent: Any, replay: Any, step: int) -> None:
         """Account one gradient update; run a probe when one is due. No host sync unless probing."""
         self.updates += 1
-        self._window_updates += 1
-        self._episode_updates += 1
+        self._fau.count_update()
         if self.updates == 1 and self._captures:
-            self._first_update = {name: self._capture_counts(name) for name in self._captures}
+            self._fau.record_first_update(self._captures)
             if self._hooks.phase_events == 0:
                 warnings.warn(
                     f"{type(agent).__name__}.update opened no loss phase, so the monitor counts no FAU (it would "
@@ -387,13 +359,10 @@ class PlasticityMonitor:
         Closes the FAU window: its counters are reset in place. Empty when the window had no update.
         Probe values are not here: they come, each at its own step, from :meth:`pop_probe_records`.
         """
-        values: dict[str, Any] = {}
         self._fold()
-        if self._window_updates:
-            _close_account(self._window, self._last_window)
-            self._window_updates = 0
-            values.update(self._fau_values(self._last_window, "fau", prefix="plasticity/"))
-        return values
+        if not self._fau.close_window():
+            return {}
+        return self._fau.values("last_window", "fau", prefix="plasticity/")
 
     def pop_probe_records(self) -> list[ProbeRecord]:
         """Every probe run since the last call, oldest first, and forget them.
@@ -409,9 +378,7 @@ class PlasticityMonitor:
     def end_episode(self) -> None:
         """Close the episode's FAU account (call at each episode end); episodes without updates are skipped."""
         self._fold()
-        if self._episode_updates:
-            _close_account(self._episode, self._last_episode)
-            self._episode_updates = 0
+        self._fau.close_episode()
 
     def signals(self) -> dict[str, float]:
         """The latest values as floats, keyed ``<module>/<metric>`` and ``<module>/<layer>/<metric>``.
@@ -420,9 +387,7 @@ class PlasticityMonitor:
         updates of the last finished episode (:meth:`end_episode`); ``<module>/first_update_fau``:
         the very first update; plus every probe metric's latest value. Syncs once with the host.
         """
-        tensors = self._fau_values(self._last_window, "fau")
-        tensors.update(self._fau_values(self._last_episode, "episode_fau", per_layer=False))
-        tensors.update(self._fau_values(self._first_update, "first_update_fau", per_layer=False))
+        tensors = self._fau.signal_values()
         out = dict(self._probe_values)
         if tensors:
             stacked = torch.stack([t.to(torch.float64).reshape(()) for t in tensors.values()]).cpu().tolist()
@@ -694,6 +659,15 @@ class PlasticityMonitor:
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
 
+    def _fold(self) -> None:
+        """Move the captures' counts into the FAU accounts (device ops only)."""
+        self._fau.fold(self._captures)
+
+    @property
+    def _window(self) -> dict[str, Tensor]:
+        """The open log window's FAU counts by module (``(L, 2)``; read by tests/test_interventions_set.py)."""
+        return self._fau.window
+
     def _on_phase(self, modules: tuple[str, ...], active: bool) -> None:
         """Phase listener: count FAU only in the forward that makes a module's loss."""
         if active:
@@ -705,35 +679,6 @@ class PlasticityMonitor:
             self._phase_stacks.append(stack)
         elif self._phase_stacks:
             self._phase_stacks.pop().close()
-
-    def _capture_counts(self, name: str) -> Tensor:
-        """The capture's counts since its last reset, as ``(L, 2)`` int64 (layers not called: 0)."""
-        counts = self._captures[name].counts()
-        zero = torch.zeros(2, dtype=torch.int64, device=self._device)
-        return torch.stack([torch.stack(counts[layer]) if layer in counts else zero for layer in self._layers[name]])
-
-    def _fold(self) -> None:
-        """Move the captures' counts into the window and episode accounts (device ops only)."""
-        for name, capture in self._captures.items():
-            if not capture.counts():
-                continue
-            current = self._capture_counts(name)
-            self._window[name] += current
-            self._episode[name] += current
-            capture.reset()
-
-    def _fau_values(
-        self, counts: Mapping[str, Tensor], metric: str, prefix: str = "", per_layer: bool = True
-    ) -> dict[str, Tensor]:
-        """``{prefix}<module>/{metric}`` (and per layer) from ``(L, 2)`` counts; still device tensors."""
-        values = {}
-        for name, module_counts in counts.items():
-            pooled, layer_fau = _fau(module_counts)
-            values[f"{prefix}{name}/{metric}"] = pooled
-            if per_layer:
-                for i, layer in enumerate(self._layers[name]):
-                    values[f"{prefix}{name}/{layer}/{metric}"] = layer_fau[i]
-        return values
 
     # -- checkpointing ----------------------------------------------------------------------------
 
@@ -749,13 +694,7 @@ class PlasticityMonitor:
             "init_params": self._init_params,
             "probe_values": dict(self._probe_values),
             "probe_records": [record.to_state() for record in self._records],
-            "window": dict(self._window),
-            "episode": dict(self._episode),
-            "last_window": dict(self._last_window),
-            "last_episode": dict(self._last_episode),
-            "first_update": dict(self._first_update),
-            "window_updates": self._window_updates,
-            "episode_updates": self._episode_updates,
+            **self._fau.state_dict(),  # window, episode, last_window, last_episode, first_update, *_updates
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -779,11 +718,6 @@ class PlasticityMonitor:
         self._probe_values = dict(state["probe_values"])
         # checkpoints from before probe records kept only the latest probe values: nothing pending
         self._records = [ProbeRecord.from_state(record) for record in state.get("probe_records", ())]
-        for key in ("window", "episode", "last_window", "last_episode", "first_update"):
-            store = getattr(self, f"_{key}")
-            store.clear()
-            store.update({name: t.to(self._device) for name, t in state[key].items()})
+        self._fau.load_state_dict(state)
         for capture in self._captures.values():
             capture.reset()
-        self._window_updates = int(state["window_updates"])
-        self._episode_updates = int(state["episode_updates"])
