@@ -357,6 +357,16 @@ def test_a_checkpoint_written_before_the_fau_accounts_class_loads_unchanged():
     assert monitor.signals() == saved["next_signals"]
 
 
+def test_every_probe_feature_has_a_tag_and_the_table_lists_every_probe_metric():
+    from rlplastic.monitor.config import FEATURE_TAGS, PROBE_METRICS
+    from rlplastic.monitor.probe_metrics import PROBE_TABLE
+    from rlplastic.protocols import PROBE_FEATURES
+
+    assert tuple(FEATURE_TAGS) == PROBE_FEATURES
+    produced = [metric for entry in PROBE_TABLE for metric in entry.metrics]
+    assert set(produced) == set(PROBE_METRICS)
+
+
 def test_fau_accounts_pool_close_and_follow_moved_layers():
     from rlplastic.monitor.fau_accounts import FAUAccounts
 

@@ -16,7 +16,10 @@ from rlplastic.monitor.fitting import FIT_TARGETS
 
 __all__ = [
     "COLLAPSE_METRICS",
+    "CRITIC",
     "CURVATURE_METRICS",
+    "ENCODER",
+    "FEATURE_TAGS",
     "FITTING_METRICS",
     "HVP_METRICS",
     "LANCZOS_METRICS",
@@ -30,8 +33,21 @@ __all__ = [
     "config_from_mapping",
 ]
 
+#: The module the critic metrics (grad norm, curvature, collapse, fitting) read: the agent's module named
+#: ``critic`` (rlplastic/protocols.py), also the module whose dormant units come from the frozen-loss forward.
+CRITIC = "critic"
+#: The module whose FAU ``encoder_fau_every_updates`` may count on every k-th update only.
+ENCODER = "encoder"
 #: Module names a config may list (``agent.named_modules_for_monitor()`` keys).
-MODULES: tuple[str, ...] = ("encoder", "actor", "critic")
+MODULES: tuple[str, ...] = (ENCODER, "actor", CRITIC)
+#: The tag (``<module>`` or ``<module>/<part>``) of each probe feature of :data:`rlplastic.protocols.PROBE_FEATURES`,
+#: in that order: ``critic_penultimate`` (the input of Q1's last Linear) is the critic's own ``critic/srank``.
+FEATURE_TAGS: dict[str, str] = {
+    "encoder": ENCODER,
+    "critic_trunk": f"{CRITIC}/trunk",
+    "actor_trunk": "actor/trunk",
+    "critic_penultimate": CRITIC,
+}
 
 RANK_METRICS = ("srank", "erank")
 NORM_METRICS = ("weight_norm", "drift", "grad_norm", "feature_norm")

@@ -18,7 +18,9 @@ are kept by :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`.
 and everything runs inside ``torch.random.fork_rng`` with torch seeded from that generator, so
 the training sample stream and torch RNG streams are untouched and a probe is reproducible.
 ``agent.critic_probe(batch, step)`` freezes one augmentation draw, the encoder features and the
-TD targets, so the critic loss is one fixed function of the critic parameters. On it:
+TD targets, so the critic loss is one fixed function of the critic parameters. On it (each metric an
+entry of :data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, whose order fixes the order in which the
+passes draw random numbers):
 
 * ``dormant`` (per ReLU layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
   units): from the activations of each module's **first** forward inside ``critic_probe`` (for
@@ -66,8 +68,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,61 +77,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers, fau
-from rlplastic.monitor.collapse import collapse_geometry, neural_collapse
 from rlplastic.monitor.config import (
-    COLLAPSE_METRICS,
-    CURVATURE_METRICS,
-    FITTING_METRICS,
-    LANCZOS_METRICS,
+    CRITIC,
+    ENCODER,
     METRIC_GROUPS,
     METRICS,
     MODULES,
     PROBE_METRICS,
-    RANK_METRICS,
     MonitorConfig,
     config_from_mapping,
 )
-from rlplastic.monitor.curvature import (
-    HessianOperator,
-    curvature_directions,
-    deflated_trace,
-    hessian_lanczos,
-    last_layer_curvature,
-    last_layer_spectrum,
-    sharpness,
-    spectrum_srank,
-)
 from rlplastic.monitor.fau_accounts import FAUAccounts
-from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
-from rlplastic.monitor.fitting import (
-    detached_copy,
-    fit_targets,
-    flat_outputs,
-    fresh_network_targets,
-    random_projection_targets,
-)
+from rlplastic.monitor.figures import FigureInputs, draw_probe_figures
 from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.rank import (
-    effective_rank,
-    feature_norm,
-    param_distance,
-    singular_values,
-    snapshot_params,
-    srank,
-    weight_rms,
+from rlplastic.monitor.probe_metrics import (
+    ProbeContext,
+    ProbeLayout,
+    expected_keys,
+    first_call,
+    measure,
+    needs_first_calls,
 )
-from rlplastic.protocols import PROBE_FEATURES
+from rlplastic.monitor.rank import snapshot_params
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
-# Offset of the fitting probe's seeds (target function, minibatches) from the monitor's and the probe's seed.
-_FIT_STREAM = 0x666974  # "fit"
-# Offset of the torch seed of the recent-data collapse pass from the probe's seed.
-_RECENT_STREAM = 0x726563656E74  # "recent"
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,39 +161,6 @@ def make_monitor(**cfg: Any) -> PlasticityMonitor | None:
     return PlasticityMonitor(config) if config.enabled else None
 
 
-@contextmanager
-def _first_call(module: nn.Module, layers: Mapping[str, nn.Module]) -> Iterator[ActivationCapture]:
-    """Keep the ReLU outputs of ``module``'s first forward call made inside the block.
-
-    The module's own forward hook runs after those of its ReLUs, so it ends the recording once
-    the first call is complete; later calls (e.g. the next-state forward) leave them alone.
-    """
-    with ActivationCapture(layers, count=False, keep=True) as capture, ExitStack() as recording:
-        recording.enter_context(capture.recording())
-        handle = module.register_forward_hook(lambda *_: recording.close())
-        try:
-            yield capture
-        finally:
-            handle.remove()
-
-
-def _seed_torch(seed: int, device: torch.device) -> None:
-    """Seed torch's CPU generator (and ``device``'s, when it is a GPU) with ``seed``."""
-    torch.random.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-
-
-def _reinitialised(module: nn.Module) -> nn.Module:
-    """A hook-free copy of ``module`` with every submodule's ``reset_parameters`` applied (its default init)."""
-    fresh = detached_copy(module)
-    for sub in fresh.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
-    return fresh
-
-
 class PlasticityMonitor:
     """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
 
@@ -249,7 +191,7 @@ class PlasticityMonitor:
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
-        self._fit_target_net: nn.Module | None = None  # the fitting probe's target network (built at its first use)
+        self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probe's target network
 
     # -- trainer protocol -------------------------------------------------------------------------
 
@@ -411,28 +353,11 @@ class PlasticityMonitor:
         cfg = self.config
         probes = cfg.probe_every_updates > 0 or cfg.probe_at_start
         if probes and self._metrics & set(PROBE_METRICS):
-            tags += [f"plasticity/{key}" for key in self._probe_keys()]
+            tags += [f"plasticity/{key}" for key in expected_keys(self._layout())]
             tags.append("time/probe_s")
             if cfg.figures:
                 tags.append("time/figures_s")
         return tags
-
-    def _probe_keys(self) -> list[str]:
-        """The keys a probe returns (``<module>/<metric>``, ``<module>/<layer>/<metric>``), as :meth:`_measure` does."""
-        metrics, keys = self._metrics, []
-        if "dormant" in metrics:
-            for name, layers in self._layers.items():
-                keys += [*(f"{name}/{layer}/dormant" for layer in layers), f"{name}/dormant"]
-        features = [tag for tag in map(self._feature_tag, PROBE_FEATURES) if tag is not None]
-        feature_metrics = [m for m in (*RANK_METRICS, "feature_norm") if m in metrics]
-        keys += [f"{tag}/{metric}" for tag in features for metric in feature_metrics]
-        for name in self._modules:
-            keys += [f"{name}/{metric}" for metric in ("weight_norm", "drift") if metric in metrics]
-        if "critic" in self._modules:  # _critic_metrics writes critic/<metric> for each enabled one
-            critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS)
-            keys += [f"critic/{metric}" for metric in critic if metric in metrics]
-            keys += [f"critic/{metric}_recent" for metric in self._recent_collapse_metrics()]
-        return keys
 
     # -- probe ------------------------------------------------------------------------------------
 
@@ -457,9 +382,7 @@ class PlasticityMonitor:
                 with torch.cuda.device(self._device):
                     torch.cuda.manual_seed(seed)
             batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
-            values = self._measure(agent, batch, step, seed, figures)
-            if self._recent_collapse_metrics():
-                values.update(self._recent_collapse(agent, replay, step, seed))
+            values = self._measure(agent, replay, batch, step, seed, figures)
         scalars = {f"plasticity/{key}": value for key, value in values.items()}
         images: dict[str, np.ndarray] = {}
         if figures is not None:
@@ -473,189 +396,31 @@ class PlasticityMonitor:
         return values
 
     def _measure(
-        self, agent: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
+        self, agent: Any, replay: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
     ) -> dict[str, float]:
-        """The probe metrics on ``batch``; fills ``figures`` (when given) with the arrays the pictures need."""
-        metrics, cfg, out = self._metrics, self.config, {}
+        """The probe metrics on ``batch`` (:data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, in order); fills
+        ``figures`` (when given) with the arrays the pictures need."""
+        layout = self._layout()
         with ExitStack() as stack:
             first_calls = {}
-            if "dormant" in metrics:
+            if needs_first_calls(layout):
                 first_calls = {
-                    name: stack.enter_context(_first_call(self._modules[name], layers))
+                    name: stack.enter_context(first_call(self._modules[name], layers))
                     for name, layers in self._layers.items()
-                    if name != "critic"
+                    if name != CRITIC  # the critic's come from its frozen-loss forward
                 }
             probe = agent.critic_probe(batch, step)
-        activations = {name: capture.activations for name, capture in first_calls.items()}
-        if "dormant" in metrics and "critic" in self._layers:
-            # the critic's activations from the frozen loss forward: both Q heads, batch actions
-            capture = ActivationCapture(self._layers["critic"], count=False, keep=True)
-            with capture, capture.recording(), torch.no_grad():
-                probe.loss_fn()
-            activations["critic"] = capture.activations
+        ctx = ProbeContext(
+            layout, agent, replay, int(step), seed, self.probes, self._device, probe,
+            activations={name: capture.activations for name, capture in first_calls.items()},
+            init_params=self._init_params, figures=figures, cache=self._probe_cache,
+        )  # fmt: skip
+        del first_calls
+        return measure(ctx)
 
-        for name in (name for name in self._layers if name in activations):  # layer order of the modules
-            acts = activations[name]
-            layers = [layer for layer in self._layers[name] if layer in acts]
-            if not layers:
-                continue
-            for layer in layers:
-                out[f"{name}/{layer}/dormant"] = float(dormant_ratio(acts[layer], cfg.dormant_tau))
-                if figures is not None:
-                    active = float(fau(acts[layer]))
-                    figures.activity.append(LayerActivity(name, layer, active, out[f"{name}/{layer}/dormant"]))
-            total = dormant_ratio_over_layers([acts[layer] for layer in layers], cfg.dormant_tau)
-            out[f"{name}/dormant"] = float(total)
-        del activations, first_calls
-
-        for key in (key for key in PROBE_FEATURES if key in probe.features):
-            phi, tag = probe.features[key], self._feature_tag(key)
-            if tag is None:
-                continue
-            if metrics & set(RANK_METRICS):
-                sv = singular_values(phi, center=cfg.center_features)
-                rank = srank(sv, cfg.srank_delta)
-                if "srank" in metrics:
-                    out[f"{tag}/srank"] = float(rank)
-                if "erank" in metrics:
-                    out[f"{tag}/erank"] = float(effective_rank(sv))
-                if figures is not None and key == "critic_penultimate":
-                    figures.critic_singular_values, figures.critic_srank = sv.cpu().numpy(), int(rank)
-            if "feature_norm" in metrics:
-                out[f"{tag}/feature_norm"] = float(feature_norm(phi))
-
-        for name, module in self._modules.items():
-            if "weight_norm" in metrics:
-                out[f"{name}/weight_norm"] = float(weight_rms(module))
-            if "drift" in metrics and self._init_params is not None:
-                out[f"{name}/drift"] = float(param_distance(module, self._init_params[name]))
-
-        if "critic" in self._modules:
-            out.update(self._critic_metrics(probe, seed))
-            if metrics & set(FITTING_METRICS) and probe.critic_inputs:
-                out.update(self._fit_metrics(agent, probe, seed))
-            if figures is not None:
-                self._critic_geometry(probe, figures)
-        return out
-
-    def _critic_geometry(self, probe: Any, figures: FigureInputs) -> None:
-        """The last-layer Hessian spectrum and the collapse geometry for the figures (no forward pass)."""
-        metrics, cfg = self._metrics, self.config
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is None:
-            return
-        if any(metric.startswith("last_layer_") for metric in metrics):
-            # the spectrum last_layer_curvature summarises: λ = 2σ²/B of [φ, 1]
-            eig = last_layer_spectrum(penultimate, with_bias=True)
-            figures.hessian_eigenvalues = eig.cpu().numpy()
-            figures.hessian_srank = int(spectrum_srank(eig, cfg.srank_delta))
-        if metrics & set(COLLAPSE_METRICS):
-            geometry = collapse_geometry(penultimate, probe.td_target, probe.head_weight, num_bins=cfg.nc_bins)
-            figures.collapse = CollapseGeometry(**{key: value.cpu().numpy() for key, value in geometry.items()})
-
-    def _critic_metrics(self, probe: Any, seed: int) -> dict[str, float]:
-        """Gradient norm, curvature and collapse of the frozen critic loss (``critic/…``)."""
-        metrics, cfg, out = self._metrics, self.config, {}
-        if "grad_norm" in metrics:
-            with torch.enable_grad():
-                grads = torch.autograd.grad(probe.loss_fn(), probe.params, allow_unused=True)
-            squares = [g.detach().to(torch.float32).square().sum() for g in grads if g is not None]
-            out["critic/grad_norm"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
-        # the HVP metrics dominate a probe's cost, so they may run on every k-th probe only
-        if self.probes % cfg.curvature_every_probes == 0:
-            generator = torch.Generator(device=probe.params[0].device).manual_seed(seed)
-            with torch.enable_grad():
-                if metrics & set(LANCZOS_METRICS):
-                    out.update(self._hessian_metrics(probe, generator))
-                if "sharpness" in metrics:
-                    out["critic/sharpness"] = sharpness(probe.loss_fn, probe.params, cfg.sharpness_rho)
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is not None and metrics & {"last_layer_lambda_max", "last_layer_srank"}:
-            curvature = last_layer_curvature(penultimate, with_bias=True, delta=cfg.srank_delta)
-            out["critic/last_layer_lambda_max"] = curvature["lambda_max"]
-            out["critic/last_layer_srank"] = curvature["srank"]
-        if penultimate is not None and metrics & set(COLLAPSE_METRICS):
-            collapse = neural_collapse(
-                penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
-            )
-            out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
-        return {k: float(v) for k, v in out.items()}
-
-    def _recent_collapse_metrics(self) -> list[str]:
-        """The collapse metrics measured on recent data too (``collapse_recent``), in :data:`COLLAPSE_METRICS` order."""
-        if not self.config.collapse_recent or "critic" not in self._modules:
-            return []
-        return [metric for metric in COLLAPSE_METRICS if metric in self._metrics]
-
-    def _recent_collapse(self, agent: Any, replay: Any, step: int, seed: int) -> dict[str, float]:
-        """``critic/<metric>_recent``: neural collapse on the newest transitions of the replay (own torch seed)."""
-        cfg, metrics = self.config, self._recent_collapse_metrics()
-        batch = replay.recent(cfg.probe_batch_size, self._device)
-        # the augmentation and TD-target noise of this pass do not depend on what the other metrics drew
-        _seed_torch((seed + _RECENT_STREAM) % 2**63, self._device)
-        probe = agent.critic_probe(batch, step)
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is None or penultimate.shape[0] < cfg.nc_bins:
-            return {f"critic/{metric}_recent": float("nan") for metric in metrics}
-        collapse = neural_collapse(
-            penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
-        )
-        return {f"critic/{metric}_recent": float(collapse[metric]) for metric in metrics}
-
-    def _fit_metrics(self, agent: Any, probe: Any, seed: int) -> dict[str, float]:
-        """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
-        cfg, critic, inputs = self.config, self._modules["critic"], probe.critic_inputs
-        device = inputs[0].device
-        # The target *function* is the same at every probe of a run (drawn from the monitor seed alone), so
-        # the probes compare like with like; the fresh critic is built once and kept (rebuilt identically
-        # after a resume). Minibatches draw from the probe's own seed.
-        target_seed = (cfg.seed + _FIT_STREAM) % 2**63
-        if cfg.fit_target == "fresh_network":
-            if self._fit_target_net is None:
-                _seed_torch(target_seed, self._device)
-                fresh = agent.fresh_module("critic") if hasattr(agent, "fresh_module") else _reinitialised(critic)
-                self._fit_target_net = detached_copy(fresh).requires_grad_(False)
-            targets = fresh_network_targets(self._fit_target_net, inputs)
-        else:
-            with torch.no_grad():
-                num_outputs = flat_outputs(critic, inputs).shape[1]
-            projection = torch.Generator(device=device).manual_seed(target_seed)
-            targets = random_projection_targets(inputs, num_outputs, projection)
-        generator = torch.Generator(device=device).manual_seed((seed + _FIT_STREAM) % 2**63)
-        result = fit_targets(critic, inputs, targets, cfg.fit_steps, self._fit_lr(agent), cfg.fit_batch, generator)
-        out = {"critic/fit_loss": result.loss, "critic/fit_auc": result.auc}
-        return {k: v for k, v in out.items() if k.partition("/")[2] in self._metrics}
-
-    def _fit_lr(self, agent: Any) -> float:
-        """``fit_lr``, or else the learning rate of the agent's critic optimizer."""
-        if self.config.fit_lr is not None:
-            return float(self.config.fit_lr)
-        optimizers = agent.optimizers() if hasattr(agent, "optimizers") else {}
-        if "critic" not in optimizers:
-            raise ValueError("monitor.fit_lr=null needs the agent's critic optimizer: set monitor.fit_lr")
-        return float(optimizers["critic"].param_groups[0]["lr"])
-
-    def _hessian_metrics(self, probe: Any, generator: torch.Generator) -> dict[str, float]:
-        """``hessian_max/min/directions`` from one Lanczos run; ``hessian_trace(_se)`` deflated by its basis."""
-        metrics, cfg, out = self._metrics, self.config, {}
-        hessian = HessianOperator(probe.loss_fn, probe.params)
-        top_k = cfg.hessian_directions_k if "hessian_directions" in metrics else 1
-        lanczos = hessian_lanczos(hessian, cfg.hessian_iters, cfg.hessian_tol, top_k, generator)
-        out["critic/hessian_max"], out["critic/hessian_min"] = lanczos.lambda_max, lanczos.lambda_min
-        out["critic/hessian_directions"] = curvature_directions(
-            lanczos.ritz_values, cfg.hessian_directions_k, cfg.hessian_directions_eps
-        )
-        if metrics & {"hessian_trace", "hessian_trace_se"}:
-            trace, se = deflated_trace(hessian, cfg.hutchinson_probes, lanczos.basis, lanczos.basis_trace, generator)
-            out["critic/hessian_trace"], out["critic/hessian_trace_se"] = trace, se
-        return {k: v for k, v in out.items() if k.partition("/")[2] in metrics}
-
-    def _feature_tag(self, key: str) -> str | None:
-        """``encoder`` → ``encoder``; ``critic_penultimate`` → ``critic``; ``critic_trunk`` → ``critic/trunk``."""
-        module, _, part = key.partition("_")
-        if module not in self._modules:
-            return None
-        return module if part in ("", "penultimate") else f"{module}/{part}"
+    def _layout(self) -> ProbeLayout:
+        """What decides the probe's keys: config, metrics, monitored modules and their activation layers."""
+        return ProbeLayout(self.config, self._metrics, self._modules, self._layers)
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
 
@@ -674,7 +439,7 @@ class PlasticityMonitor:
             stack = ExitStack()
             skip_encoder = self.updates % self.config.encoder_fau_every_updates != 0
             for name in modules:
-                if name in self._captures and not (name == "encoder" and skip_encoder):
+                if name in self._captures and not (name == ENCODER and skip_encoder):
                     stack.enter_context(self._captures[name].recording())
             self._phase_stacks.append(stack)
         elif self._phase_stacks:
