@@ -367,6 +367,21 @@ def test_every_probe_feature_has_a_tag_and_the_table_lists_every_probe_metric():
     assert set(produced) == set(PROBE_METRICS)
 
 
+def test_every_signal_the_monitor_produces_is_a_valid_signal_name():
+    from rlplastic.monitor.signals import CRITIC_EPISODE_FAU, first_update_signal
+    from rlplastic.rr import validate_signal
+
+    agent, replay = make_agent("pixels"), make_replay("pixels")
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, figures=False, **TINY_PROBE))
+    monitor.attach(agent)
+    run_updates(agent, replay, monitor, 1)  # the probe at start
+    monitor.end_episode(), monitor.log_values()
+    signals = monitor.signals()
+    assert {CRITIC_EPISODE_FAU, first_update_signal(CRITIC_EPISODE_FAU), "encoder/convnet.1/fau"} <= set(signals)
+    assert all(validate_signal(name) == name for name in signals)
+    assert first_update_signal("critic/dormant") is None
+
+
 def test_fau_accounts_pool_close_and_follow_moved_layers():
     from rlplastic.monitor.fau_accounts import FAUAccounts
 

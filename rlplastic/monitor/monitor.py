@@ -327,7 +327,8 @@ class PlasticityMonitor:
 
         ``<module>/fau``: FAU over the last **closed** log window; ``<module>/episode_fau``: over the
         updates of the last finished episode (:meth:`end_episode`); ``<module>/first_update_fau``:
-        the very first update; plus every probe metric's latest value. Syncs once with the host.
+        the very first update; plus every probe metric's latest value. Syncs once with the host. The names a
+        controller or trigger may ask for are defined in :mod:`rlplastic.monitor.signals`.
         """
         tensors = self._fau.signal_values()
         out = dict(self._probe_values)
