@@ -30,6 +30,17 @@ def test_relu_layers_finds_qualified_names():
     assert all(isinstance(m, nn.ReLU) for m in found.values())
 
 
+def test_activation_layers_count_activations_whose_output_is_positive_where_their_input_is():
+    from rlplastic.monitor import activation_layers
+
+    net = nn.Sequential(
+        nn.Linear(2, 2), nn.GELU(), nn.LeakyReLU(0.01), nn.ELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(),
+        nn.Softplus(), nn.LeakyReLU(-0.5), nn.Sequential(nn.ReLU()),
+    )  # fmt: skip
+    assert list(activation_layers(net)) == ["1", "2", "3", "4", "9.0"]  # not the negative-slope LeakyReLU at 8
+    assert list(relu_layers(net)) == ["9.0"]
+
+
 def test_fau_hand_built_network_equals_direct_count():
     net = _hand_net()
     x = torch.tensor([[1.0, 2.0], [-1.0, 3.0], [0.0, 0.0]])

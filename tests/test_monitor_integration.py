@@ -225,6 +225,69 @@ def test_after_update_does_not_sync_with_the_host(monkeypatch):
     assert monitor.updates == 2
 
 
+# -- activation layers other than ReLU ------------------------------------------------------------
+
+
+TINY_MODULES = ("encoder", "critic")
+
+
+class _TinyAgent:
+    """An agent with one monitored module, ``critic``, built from ``layers``; its update is one loss forward."""
+
+    def __init__(self, *layers: torch.nn.Module) -> None:
+        from rlplastic.agent_hooks import AgentHooks
+
+        torch.manual_seed(0)
+        self.hooks = AgentHooks()
+        self.critic = torch.nn.Sequential(*layers)
+
+    def named_modules_for_monitor(self):
+        return {"encoder": torch.nn.Identity(), "critic": self.critic}  # the identity: skipped silently
+
+    def update(self, x: torch.Tensor) -> None:
+        with self.hooks.loss_phase("critic"):
+            self.critic(x)
+
+
+def test_gelu_and_leaky_relu_layers_get_fau_equal_to_a_hand_count_of_positive_outputs():
+    nn = torch.nn
+    agent = _TinyAgent(nn.Linear(3, 5), nn.GELU(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 6), nn.LeakyReLU(0.1))
+    config = MonitorConfig(modules=TINY_MODULES, metrics=["fau"], probe_every_updates=0, probe_at_start=False)
+    monitor = PlasticityMonitor(config)
+    monitor.attach(agent)
+    batches = [torch.randn(7, 3), torch.randn(5, 3)]
+    for x in batches:
+        agent.update(x)
+        monitor.after_update(agent, None, step=0)
+    values = {k: float(v) for k, v in monitor.log_values().items()}
+    assert set(values) == {"plasticity/critic/fau", "plasticity/critic/1/fau", "plasticity/critic/5/fau"}
+    x = torch.cat(batches)
+    with torch.no_grad():
+        gelu = agent.critic[:2](x)
+        leaky = agent.critic(x)
+    assert (gelu < 0).any() and (leaky < 0).any()  # both go below 0: "> 0" is what is counted
+    assert values["plasticity/critic/1/fau"] == int((gelu > 0).sum()) / gelu.numel()
+    assert values["plasticity/critic/5/fau"] == int((leaky > 0).sum()) / leaky.numel()
+    pooled = (int((gelu > 0).sum()) + int((leaky > 0).sum())) / (gelu.numel() + leaky.numel())
+    assert values["plasticity/critic/fau"] == pytest.approx(pooled, abs=1e-15)
+
+
+def test_a_module_without_a_countable_activation_is_refused_naming_what_it_has():
+    nn = torch.nn
+    layers = (nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1), nn.Sigmoid())
+    refused = (r"module 'critic' has no countable activation layer \(ReLU, LeakyReLU, ELU, GELU, SiLU\); "
+               r"found: Tanh at 1, Sigmoid at 3\. FAU and dormant need one")  # fmt: skip
+    for metrics in (["fau"], ["dormant"]):
+        with pytest.raises(ValueError, match=refused):
+            PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=metrics)).attach(_TinyAgent(*layers))
+    with pytest.raises(ValueError, match=r"found: no torch.nn activation module"):
+        PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["fau"])).attach(_TinyAgent(nn.Linear(3, 1)))
+    # without FAU and dormant the module is monitored (norms, ranks), with no activation layer
+    monitor = PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["weight_norm"]))
+    monitor.attach(_TinyAgent(*layers))
+    assert monitor.expected_tags() == ["plasticity/critic/weight_norm", "time/probe_s", "time/figures_s"]
+
+
 # -- training is untouched ------------------------------------------------------------------------
 
 

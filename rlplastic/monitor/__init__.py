@@ -34,7 +34,7 @@ from rlplastic.monitor.curvature import (
     spectrum_top,
 )
 from rlplastic.monitor.fitting import FitResult, fit_targets, fresh_network_targets, random_projection_targets
-from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.hooks import COUNTED_ACTIVATIONS, ActivationCapture, activation_layers, relu_layers
 from rlplastic.monitor.monitor import PlasticityMonitor, ProbeRecord, make_monitor
 from rlplastic.monitor.rank import (
     effective_rank,
@@ -48,6 +48,7 @@ from rlplastic.monitor.rank import (
 )
 
 __all__ = [
+    "COUNTED_ACTIVATIONS",
     "METRICS",
     "METRIC_GROUPS",
     "MODULES",
@@ -59,6 +60,7 @@ __all__ = [
     "MonitorConfig",
     "PlasticityMonitor",
     "ProbeRecord",
+    "activation_layers",
     "bin_values",
     "collapse_geometry",
     "curvature_directions",

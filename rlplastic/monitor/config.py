@@ -89,7 +89,9 @@ class MonitorConfig:
         name: the config's name (``default``, ``full``, ...), for the run's records only.
         enabled: ``False`` turns the monitor off (:func:`make_monitor` then returns ``None``).
         modules: modules to monitor, a subset of :data:`MODULES`. Modules without parameters (the
-            states-mode identity encoder) are skipped; modules without ReLUs get no FAU/dormant.
+            states-mode identity encoder) are skipped. A module with parameters needs a counted activation
+            layer (ReLU, LeakyReLU, ELU, GELU, SiLU; :func:`~rlplastic.monitor.hooks.activation_layers`) when
+            ``fau`` or ``dormant`` is on: the monitor refuses it at attach otherwise.
         metrics: metric names from :data:`METRICS` and/or group names from :data:`METRIC_GROUPS`
             (``all``, ``rank``, ``norms``, ``curvature``, ``collapse``, ``fitting``). ``fau`` is the per-update
             metric; all others are probe metrics.

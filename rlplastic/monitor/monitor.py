@@ -1,8 +1,12 @@
 r"""The plasticity monitor the trainer drives: FAU on every update, probe metrics every N updates.
 
 **Every update (on device, no host sync).** Forward hooks (:class:`ActivationCapture`, counting
-mode) on every ``nn.ReLU`` of each monitored module count ``#(activation > 0)`` and ``#activation``
-per layer. They count only inside the agent's loss forwards, which the agent marks with
+mode) on every counted activation layer of each monitored module
+(:func:`~rlplastic.monitor.hooks.activation_layers`: ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.ELU``,
+``nn.GELU``, ``nn.SiLU``, whose output is positive exactly where their input is; DrQ-v2's are all
+ReLUs, its trunks' Tanh is not counted) count ``#(activation > 0)`` and ``#activation`` per layer.
+A monitored module with parameters but no counted layer is refused while ``fau`` or ``dormant`` is
+on. The hooks count only inside the agent's loss forwards, which the agent marks with
 ``agent.hooks.loss_phase(module)`` (:class:`~rlplastic.agent_hooks.AgentHooks`): for DrQ-v2 the
 encoder's and the critic's forwards in the critic loss, the actor's in the actor loss. That is the
 released Adaptive-RR definition of FAU (docs/reference.md §2): the
@@ -22,7 +26,7 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
 entry of :data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, whose order fixes the order in which the
 passes draw random numbers):
 
-* ``dormant`` (per ReLU layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
+* ``dormant`` (per activation layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
   units): from the activations of each module's **first** forward inside ``critic_probe`` (for
   DrQ-v2: the encoder and the actor on the probe observations, before the TD target runs them on
   next states), and for the critic from its forward in the frozen loss (both Q heads, batch actions).
@@ -51,7 +55,7 @@ passes draw random numbers):
   (1 = no fit) and ``fit_auc`` the area under the fitting curve; protocol in :mod:`rlplastic.monitor.fitting`.
 
 Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
-are the ReLU's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
+are the activation layer's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
 stable as long as the architecture is.
 
 **What the logger gets.** :meth:`PlasticityMonitor.log_values` returns the FAU of the log window.
@@ -89,7 +93,7 @@ from rlplastic.monitor.config import (
 )
 from rlplastic.monitor.fau_accounts import FAUAccounts
 from rlplastic.monitor.figures import FigureInputs, draw_probe_figures
-from rlplastic.monitor.hooks import ActivationCapture, relu_layers
+from rlplastic.monitor.hooks import COUNTED_ACTIVATIONS, ActivationCapture, activation_layers, other_activations
 from rlplastic.monitor.probe_metrics import (
     ProbeContext,
     ProbeLayout,
@@ -161,6 +165,17 @@ def make_monitor(**cfg: Any) -> PlasticityMonitor | None:
     return PlasticityMonitor(config) if config.enabled else None
 
 
+def _no_activation_layer(name: str, module: nn.Module) -> str:
+    """Why the monitor refuses ``module``: no counted activation layer, and what activations it has instead."""
+    counted = ", ".join(kind.__name__ for kind in COUNTED_ACTIVATIONS)
+    found = ", ".join(f"{kind} at {path}" for path, kind in other_activations(module).items())
+    found = found or "no torch.nn activation module (functional calls such as F.relu are invisible to the monitor)"
+    return (
+        f"monitor: module {name!r} has no countable activation layer ({counted}); found: {found}. FAU and dormant "
+        f"need one (active = output > 0): drop fau and dormant from monitor.metrics, or {name!r} from monitor.modules"
+    )
+
+
 class PlasticityMonitor:
     """Plasticity metrics of an agent's networks, for the trainer's ``Monitor`` protocol.
 
@@ -180,7 +195,7 @@ class PlasticityMonitor:
         self._metrics = self.config.metric_set
         self._rng = np.random.default_rng([_RNG_STREAM, self.config.seed])
         self._modules: dict[str, nn.Module] = {}
-        self._layers: dict[str, dict[str, nn.Module]] = {}  # ReLUs of modules that have any
+        self._layers: dict[str, dict[str, nn.Module]] = {}  # counted activation layers per module
         self._captures: dict[str, ActivationCapture] = {}
         self._phase_stacks: list[ExitStack] = []  # one per open loss phase, innermost last
         self._hooks: Any = None  # the agent's AgentHooks, once attached
@@ -212,9 +227,11 @@ class PlasticityMonitor:
             if next(module.parameters(), None) is None:
                 continue  # states-mode identity encoder: nothing to measure
             self._modules[name] = module
-            layers = relu_layers(module)
+            layers = activation_layers(module)
             if layers:
                 self._layers[name] = layers
+            elif self._metrics & {"fau", "dormant"}:
+                raise ValueError(_no_activation_layer(name, module))
         if not self._modules:
             raise ValueError(f"none of monitor.modules {list(self.config.modules)} has parameters to monitor")
         self._device = next(next(iter(self._modules.values())).parameters()).device
@@ -236,8 +253,8 @@ class PlasticityMonitor:
         """Follow an intervention that changed ``modules`` (call it right after, outside any update).
 
         Plasticity injection moves a head's layers under new names (``Q1.1`` → ``Q1.base.1``) and adds
-        new ones. The monitor follows every ReLU and parameter **by identity**: a moved ReLU keeps its
-        FAU counts under its new name and new ReLUs start from zero (so pooled FAU over an account that
+        new ones. The monitor follows every activation layer and parameter **by identity**: a moved layer keeps
+        its FAU counts under its new name and new layers start from zero (so pooled FAU over an account that
         spans the injection is exact); a moved parameter keeps its initial value for ``drift`` and a new
         one starts from its value now. After a re-initialisation (``reinitialised``: full or heads
         reset) ``drift`` of those modules is measured from the fresh weights. Other interventions
@@ -255,7 +272,7 @@ class PlasticityMonitor:
                 continue
             module = self._modules[name] = available[name]
             if name in self._layers:
-                self._follow_layers(name, relu_layers(module))
+                self._follow_layers(name, activation_layers(module))
             params = dict(module.named_parameters())
             if self._init_params is not None:
                 old_key = {id(p): key for key, p in self._param_refs[name].items()}
@@ -340,7 +357,7 @@ class PlasticityMonitor:
     def expected_tags(self) -> list[str]:
         """Every scalar tag this monitor writes, via :meth:`log_values` and :meth:`pop_probe_records` (after attach).
 
-        Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their ReLU
+        Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their activation
         layers, and the features of the probe protocol (:data:`~rlplastic.monitor.probe.PROBE_FEATURES`),
         so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before the
         first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
