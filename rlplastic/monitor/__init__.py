@@ -14,7 +14,6 @@ from rlplastic.monitor.activity import (
     dormant_ratio_over_layers,
     dormant_scores,
     fau,
-    fau_over_layers,
 )
 from rlplastic.monitor.collapse import bin_values, collapse_geometry, neural_collapse, quantile_bins
 from rlplastic.monitor.config import METRIC_GROUPS, METRICS, MODULES, PROBE_METRICS, MonitorConfig
@@ -71,7 +70,6 @@ __all__ = [
     "dormant_scores",
     "effective_rank",
     "fau",
-    "fau_over_layers",
     "feature_norm",
     "fit_targets",
     "fresh_network_targets",

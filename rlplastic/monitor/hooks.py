@@ -97,8 +97,8 @@ class ActivationCapture:
 
     Counts are device tensors (``int64``, on the device of the activations) updated in place, so
     a recorded forward costs one comparison and one reduction per layer and never syncs with the
-    host. Read them with :meth:`fau` / :meth:`fau_per_layer` / :meth:`counts` (still tensors) and
-    clear them with :meth:`reset`.
+    host. Read them with :meth:`counts` (still tensors; :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`
+    pools them into FAU) and clear them with :meth:`reset`.
 
     Pooling over several recorded forwards gives ``Σ positives / Σ elements``; with a constant
     batch size this equals the mean of the per-forward FAU values.
@@ -206,30 +206,6 @@ class ActivationCapture:
         keep a snapshot.
         """
         return {name: (self._positive[name], self._total[name]) for name in self._positive}
-
-    def fau_per_layer(self) -> dict[str, Tensor]:
-        """Per layer fraction of active units, ``count_positive / count_total`` (0-d tensors).
-
-        NaN for a layer whose counters were reset and not recorded since.
-        """
-        return {
-            name: self._positive[name].to(torch.float32) / self._total[name].to(torch.float32)
-            for name in self._positive
-        }
-
-    def fau(self) -> Tensor:
-        """FAU pooled over layers: ``Σ_layers count_positive / Σ_layers count_total``.
-
-        This is the released Adaptive-RR definition (not the mean of per-layer fractions).
-
-        :return: 0-d float32 tensor on the activations' device; NaN if nothing was recorded since
-            the last :meth:`reset`.
-        """
-        if not self._positive:
-            raise RuntimeError("no hooked layer has been called inside recording() yet")
-        positive = torch.stack(list(self._positive.values())).sum()
-        total = torch.stack(list(self._total.values())).sum()
-        return positive.to(torch.float32) / total.to(torch.float32)
 
     @property
     def activations(self) -> dict[str, Tensor]:
