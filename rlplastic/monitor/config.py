@@ -15,8 +15,10 @@ from typing import Any
 from rlplastic.monitor.fitting import FIT_TARGETS
 
 __all__ = [
+    "ACTOR",
     "COLLAPSE_METRICS",
     "CRITIC",
+    "CRITIC_PENULTIMATE",
     "CURVATURE_METRICS",
     "ENCODER",
     "FEATURE_TAGS",
@@ -38,15 +40,20 @@ __all__ = [
 CRITIC = "critic"
 #: The module whose FAU ``encoder_fau_every_updates`` may count on every k-th update only.
 ENCODER = "encoder"
+#: The policy network.
+ACTOR = "actor"
 #: Module names a config may list (``agent.named_modules_for_monitor()`` keys).
-MODULES: tuple[str, ...] = (ENCODER, "actor", CRITIC)
+MODULES: tuple[str, ...] = (ENCODER, ACTOR, CRITIC)
+#: The probe feature that is the input of Q1's last Linear: the critic's own features, read by the last-layer
+#: Hessian and neural collapse.
+CRITIC_PENULTIMATE = "critic_penultimate"
 #: The tag (``<module>`` or ``<module>/<part>``) of each probe feature of :data:`rlplastic.protocols.PROBE_FEATURES`,
 #: in that order: ``critic_penultimate`` (the input of Q1's last Linear) is the critic's own ``critic/srank``.
 FEATURE_TAGS: dict[str, str] = {
     "encoder": ENCODER,
     "critic_trunk": f"{CRITIC}/trunk",
-    "actor_trunk": "actor/trunk",
-    "critic_penultimate": CRITIC,
+    "actor_trunk": f"{ACTOR}/trunk",
+    CRITIC_PENULTIMATE: CRITIC,
 }
 
 RANK_METRICS = ("srank", "erank")

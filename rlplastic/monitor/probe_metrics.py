@@ -35,6 +35,7 @@ from rlplastic.monitor.collapse import collapse_geometry, neural_collapse
 from rlplastic.monitor.config import (
     COLLAPSE_METRICS,
     CRITIC,
+    CRITIC_PENULTIMATE,
     FEATURE_TAGS,
     FITTING_METRICS,
     LANCZOS_METRICS,
@@ -76,8 +77,6 @@ __all__ = ["PROBE_TABLE", "ProbeContext", "ProbeLayout", "ProbeMetric", "expecte
 _FIT_STREAM = 0x666974  # "fit"
 # Offset of the torch seed of the recent-data collapse pass from the probe's seed.
 _RECENT_STREAM = 0x726563656E74  # "recent"
-# The probe feature the critic's last-layer and collapse metrics read.
-_PENULTIMATE = "critic_penultimate"
 
 
 @dataclass(frozen=True)
@@ -153,9 +152,10 @@ class ProbeMetric:
 
     Attributes:
         metrics: the metric names it produces (as a config lists them).
+        compute: its values on a probe, a subset of its keys (a key whose input the probe lacks is left out).
         keys: the keys it writes for a layout, ``<module>/<metric>`` or ``<module>/<layer>/<metric>``; none
-            (every metric off, a needed module not monitored) and it does not run.
-        compute: its values on a probe, a subset of ``keys`` (a key whose input the probe lacks is left out).
+            (every metric off, a needed module not monitored) and it does not run. ``None``:
+            ``<module>/<metric>`` for each enabled one of ``metrics``.
         module: the monitored module it needs (the critic's metrics: :data:`~rlplastic.monitor.config.CRITIC`).
         feature: the probe feature it needs (:data:`~rlplastic.protocols.PROBE_FEATURES`); skipped without it.
         critic_inputs: it needs the probe's frozen critic inputs (``CriticProbe.critic_inputs``).
@@ -164,8 +164,8 @@ class ProbeMetric:
     """
 
     metrics: tuple[str, ...]
-    keys: Callable[[ProbeLayout], list[str]]
     compute: Callable[[ProbeContext], dict[str, float]]
+    keys: Callable[[ProbeLayout], list[str]] | None = None
     module: str | None = None
     feature: str | None = None
     critic_inputs: bool = False
@@ -176,6 +176,8 @@ class ProbeMetric:
         """The keys it writes for ``layout`` (none when it does not run)."""
         if self.module is not None and self.module not in layout.modules:
             return []
+        if self.keys is None:
+            return [f"{self.module}/{metric}" for metric in layout.enabled(self.metrics)]
         return self.keys(layout)
 
     def runs_on(self, ctx: ProbeContext) -> bool:
@@ -250,7 +252,7 @@ def features(ctx: ProbeContext) -> dict[str, float]:
                 out[f"{tag}/srank"] = float(rank)
             if "erank" in metrics:
                 out[f"{tag}/erank"] = float(effective_rank(sv))
-            if figures is not None and key == _PENULTIMATE:
+            if figures is not None and key == CRITIC_PENULTIMATE:
                 figures.critic_singular_values, figures.critic_srank = sv.cpu().numpy(), int(rank)
         if "feature_norm" in metrics:
             out[f"{tag}/feature_norm"] = float(feature_norm(phi))
@@ -274,11 +276,6 @@ def parameters(ctx: ProbeContext) -> dict[str, float]:
 
 
 # -- the critic's loss: gradient and curvature ---------------------------------------------------------
-
-
-def _critic_keys(names: tuple[str, ...], suffix: str = "") -> Callable[[ProbeLayout], list[str]]:
-    """``critic/<metric><suffix>`` for each enabled metric of ``names``."""
-    return lambda layout: [f"{CRITIC}/{metric}{suffix}" for metric in layout.enabled(names)]
 
 
 def critic_grad_norm(ctx: ProbeContext) -> dict[str, float]:
@@ -319,7 +316,7 @@ def critic_sharpness(ctx: ProbeContext) -> dict[str, float]:
 def last_layer(ctx: ProbeContext) -> dict[str, float]:
     """``last_layer_lambda_max`` and ``last_layer_srank`` of Q1's exact last-layer Hessian (and its spectrum
     for the figures)."""
-    penultimate, delta = ctx.probe.features[_PENULTIMATE], ctx.config.srank_delta
+    penultimate, delta = ctx.probe.features[CRITIC_PENULTIMATE], ctx.config.srank_delta
     curvature = last_layer_curvature(penultimate, with_bias=True, delta=delta)
     if ctx.figures is not None:
         # the spectrum last_layer_curvature summarises: λ = 2σ²/B of [φ, 1]
@@ -339,7 +336,7 @@ def collapse(ctx: ProbeContext) -> dict[str, float]:
     """Neural collapse of the critic penultimate features, TD-target quantile bins as classes (and its
     geometry for the figures)."""
     probe, bins = ctx.probe, ctx.config.nc_bins
-    penultimate = probe.features[_PENULTIMATE]
+    penultimate = probe.features[CRITIC_PENULTIMATE]
     values = neural_collapse(penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=bins)
     if ctx.figures is not None:
         geometry = collapse_geometry(penultimate, probe.td_target, probe.head_weight, num_bins=bins)
@@ -354,7 +351,7 @@ def recent_collapse(ctx: ProbeContext) -> dict[str, float]:
     # the augmentation and TD-target noise of this pass do not depend on what the other metrics drew
     seed_torch((ctx.seed + _RECENT_STREAM) % 2**63, ctx.device)
     probe = ctx.agent.critic_probe(batch, ctx.step)
-    penultimate = probe.features.get(_PENULTIMATE)
+    penultimate = probe.features.get(CRITIC_PENULTIMATE)
     if penultimate is None or penultimate.shape[0] < cfg.nc_bins:
         return {f"{CRITIC}/{metric}_recent": float("nan") for metric in metrics}
     values = neural_collapse(penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins)
@@ -362,7 +359,9 @@ def recent_collapse(ctx: ProbeContext) -> dict[str, float]:
 
 
 def _recent_keys(layout: ProbeLayout) -> list[str]:
-    return _critic_keys(COLLAPSE_METRICS, "_recent")(layout) if layout.config.collapse_recent else []
+    if not layout.config.collapse_recent:
+        return []
+    return [f"{CRITIC}/{metric}_recent" for metric in layout.enabled(COLLAPSE_METRICS)]
 
 
 # -- target fitting ------------------------------------------------------------------------------------
@@ -419,17 +418,16 @@ _LAST_LAYER_METRICS = ("last_layer_lambda_max", "last_layer_srank")
 
 #: Every probe metric, in the order they are computed (and written).
 PROBE_TABLE: tuple[ProbeMetric, ...] = (
-    ProbeMetric(("dormant",), _dormant_keys, dormant, first_calls=True),
-    ProbeMetric(_FEATURE_METRICS, _feature_keys, features),
-    ProbeMetric(_PARAMETER_METRICS, _parameter_keys, parameters),
-    ProbeMetric(("grad_norm",), _critic_keys(("grad_norm",)), critic_grad_norm, module=CRITIC),
-    ProbeMetric(LANCZOS_METRICS, _critic_keys(LANCZOS_METRICS), hessian, module=CRITIC, hvp=True),
-    ProbeMetric(("sharpness",), _critic_keys(("sharpness",)), critic_sharpness, module=CRITIC, hvp=True),
-    ProbeMetric(_LAST_LAYER_METRICS, _critic_keys(_LAST_LAYER_METRICS), last_layer, module=CRITIC,
-                feature=_PENULTIMATE),  # fmt: skip
-    ProbeMetric(COLLAPSE_METRICS, _critic_keys(COLLAPSE_METRICS), collapse, module=CRITIC, feature=_PENULTIMATE),
-    ProbeMetric(FITTING_METRICS, _critic_keys(FITTING_METRICS), fitting, module=CRITIC, critic_inputs=True),
-    ProbeMetric(COLLAPSE_METRICS, _recent_keys, recent_collapse, module=CRITIC),
+    ProbeMetric(("dormant",), dormant, _dormant_keys, first_calls=True),
+    ProbeMetric(_FEATURE_METRICS, features, _feature_keys),
+    ProbeMetric(_PARAMETER_METRICS, parameters, _parameter_keys),
+    ProbeMetric(("grad_norm",), critic_grad_norm, module=CRITIC),
+    ProbeMetric(LANCZOS_METRICS, hessian, module=CRITIC, hvp=True),
+    ProbeMetric(("sharpness",), critic_sharpness, module=CRITIC, hvp=True),
+    ProbeMetric(_LAST_LAYER_METRICS, last_layer, module=CRITIC, feature=CRITIC_PENULTIMATE),
+    ProbeMetric(COLLAPSE_METRICS, collapse, module=CRITIC, feature=CRITIC_PENULTIMATE),
+    ProbeMetric(FITTING_METRICS, fitting, module=CRITIC, critic_inputs=True),
+    ProbeMetric(COLLAPSE_METRICS, recent_collapse, _recent_keys, module=CRITIC),
 )
 
 
