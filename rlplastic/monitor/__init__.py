@@ -1,8 +1,15 @@
 """Plasticity monitor: :class:`PlasticityMonitor` (what the trainer drives), activation hooks and
 the metric building blocks.
 
-Per-update pieces (:class:`ActivationCapture` counting, :mod:`~rlplastic.monitor.activity`, the
-rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on device without host syncs.
+The monitor's files by concern: :mod:`~rlplastic.monitor.monitor` (the lifecycle the trainer drives),
+:mod:`~rlplastic.monitor.config` (settings, metric and module names), :mod:`~rlplastic.monitor.fau_accounts`
+(FAU counts over windows, episodes and the first update), :mod:`~rlplastic.monitor.probe_metrics` (the table
+of probe metrics), :mod:`~rlplastic.monitor.signals` (the signal names controllers and triggers read) and
+:mod:`~rlplastic.monitor.hooks` (which activation layers are counted, and the forward hooks).
+
+Per-update pieces (:class:`ActivationCapture` counting, :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`,
+:mod:`~rlplastic.monitor.activity`, the rank-free parts of :mod:`~rlplastic.monitor.rank`) keep results on
+device without host syncs.
 Probe-time pieces (singular values, :mod:`~rlplastic.monitor.curvature`, :mod:`~rlplastic.monitor.collapse`,
 :mod:`~rlplastic.monitor.fitting`) may sync and return Python floats where noted; with ``figures`` on, a probe
 also draws pictures (:mod:`~rlplastic.monitor.figures`). Each probe is one :class:`ProbeRecord`.

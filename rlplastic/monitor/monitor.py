@@ -33,8 +33,8 @@ passes draw random numbers):
 * ``srank`` (δ = ``srank_delta``), ``erank`` and ``feature_norm`` of each feature matrix of the
   probe: ``encoder`` (encoder output) → ``encoder/…``; ``critic_penultimate`` (input of Q1's last
   Linear) → ``critic/…``; ``critic_trunk`` → ``critic/trunk/…``; ``actor_trunk`` →
-  ``actor/trunk/…``. Features are **not centred** unless ``center_features`` (as the reference RL
-  code).
+  ``actor/trunk/…`` (:data:`~rlplastic.monitor.config.FEATURE_TAGS`). Features are **not centred**
+  unless ``center_features`` (as the reference RL code).
 * ``weight_norm`` (RMS over all parameter elements) and ``drift`` (L2 distance from the parameters
   at attach time) per module; ``grad_norm`` of the frozen critic loss w.r.t. the critic.
 * Curvature of the frozen critic loss w.r.t. all critic parameters, from one Lanczos run on
@@ -344,8 +344,8 @@ class PlasticityMonitor:
 
         ``<module>/fau``: FAU over the last **closed** log window; ``<module>/episode_fau``: over the
         updates of the last finished episode (:meth:`end_episode`); ``<module>/first_update_fau``:
-        the very first update; plus every probe metric's latest value. Syncs once with the host. The names a
-        controller or trigger may ask for are defined in :mod:`rlplastic.monitor.signals`.
+        the very first update; plus every probe metric's latest value. Syncs once with the host. The names
+        a controller or trigger may ask for are defined in :mod:`rlplastic.monitor.signals`.
         """
         tensors = self._fau.signal_values()
         out = dict(self._probe_values)
@@ -358,9 +358,10 @@ class PlasticityMonitor:
         """Every scalar tag this monitor writes, via :meth:`log_values` and :meth:`pop_probe_records` (after attach).
 
         Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their activation
-        layers, and the features of the probe protocol (:data:`~rlplastic.monitor.probe.PROBE_FEATURES`),
-        so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before the
-        first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
+        layers, and the features of the probe protocol (:data:`rlplastic.protocols.PROBE_FEATURES`); the probe
+        keys come from the same table that computes them (:func:`~rlplastic.monitor.probe_metrics.expected_keys`),
+        so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before
+        the first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
         """
         if not self.attached:
             raise RuntimeError("PlasticityMonitor.expected_tags before attach(agent)")
