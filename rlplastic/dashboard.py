@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from rlplastic.monitor.monitor import METRICS, MODULES
+from rlplastic.monitor.config import ACTOR, CRITIC, ENCODER, METRICS, MODULES
 
 __all__ = ["LAYERS_SUFFIX", "build_layout", "layout_summary", "write_layout"]
 
@@ -32,7 +32,7 @@ __all__ = ["LAYERS_SUFFIX", "build_layout", "layout_summary", "write_layout"]
 LAYERS_SUFFIX = " · layers"
 
 # module categories in reading order: the critic carries most of the metrics (curvature, collapse)
-_MODULE_ORDER = ("critic", "encoder", "actor")
+_MODULE_ORDER = (CRITIC, ENCODER, ACTOR)
 # metrics measured per ReLU layer: plasticity/<module>/<layer>/<metric>
 _LAYER_METRICS = ("fau", "dormant")
 # categories of the other tag families (first tag component → title), in display order

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
+from rlplastic.monitor.signals import CRITIC_EPISODE_FAU, check_signal, first_update_signal
 from rlplastic.registry import Registry
 
 CONTROLLERS: Registry[StaticRR] = Registry("rr controller", "rr")
@@ -65,21 +66,13 @@ class UpdateAccumulator:
 
 
 def validate_signal(name: str) -> str:
-    """Check a monitor signal name (``critic/episode_fau``, ``critic/dormant``, ``critic/Q1.1/fau``).
+    """Check a monitor signal name (``critic/episode_fau``, ``critic/dormant``, ``critic/Q1.1/fau``): the monitor
+    owns the names (:func:`rlplastic.monitor.signals.check_signal`).
 
     Raises:
         ValueError: naming the signal and the allowed modules and metrics.
     """
-    from rlplastic.monitor.monitor import METRICS, MODULES
-
-    metrics = (*METRICS, "episode_fau", "first_update_fau")
-    parts = name.split("/")
-    if len(parts) not in (2, 3) or parts[0] not in MODULES or parts[-1] not in metrics:
-        raise ValueError(
-            f"unknown signal {name!r}: a signal is <module>/<metric> or <module>/<layer>/<metric> with module in "
-            f"{list(MODULES)} and metric in {list(metrics)}"
-        )
-    return name
+    return check_signal(name)
 
 
 class CheckWindow:
@@ -201,7 +194,7 @@ class AdaptiveRR(StaticRR):
 
     def __init__(
         self,
-        signal: str = "critic/episode_fau",
+        signal: str = CRITIC_EPISODE_FAU,
         low: float = 0.5,
         high: float = 2.0,
         check_every_frames: int = 50_000,
@@ -225,8 +218,8 @@ class AdaptiveRR(StaticRR):
 
     @property
     def signals_needed(self) -> tuple[str, ...]:
-        first = self.signal.rsplit("/", 1)[0] + "/first_update_fau"
-        return (self.signal, first) if self.signal.endswith("/episode_fau") else (self.signal,)
+        first = first_update_signal(self.signal)
+        return (self.signal,) if first is None else (self.signal, first)
 
     def observe(self, signals: Mapping[str, float], frame: int) -> list[str]:
         if self.switched_at_frame is not None or self.signal not in signals:
@@ -275,7 +268,7 @@ class AdaptiveRRReference(AdaptiveRR):
     def __init__(
         self, low: float = 0.5, high: float = 2.0, check_every_episodes: int = 50, threshold: float = 0.001
     ) -> None:
-        super().__init__("critic/episode_fau", low, high, check_every_frames=1, threshold=threshold, inclusive=True)
+        super().__init__(CRITIC_EPISODE_FAU, low, high, check_every_frames=1, threshold=threshold, inclusive=True)
         if check_every_episodes <= 0:
             raise ValueError(f"rr.check_every_episodes={check_every_episodes} must be > 0")
         self.check_every_episodes = int(check_every_episodes)
@@ -288,7 +281,7 @@ class AdaptiveRRReference(AdaptiveRR):
         if self.signal not in signals:
             return []
         if self._previous is None:
-            self._previous = signals.get("critic/first_update_fau")
+            self._previous = signals.get(first_update_signal(self.signal))
         mean = float(signals[self.signal])
         previous, self._previous = self._previous, mean
         if previous is not None and abs(mean - previous) <= self.threshold:
@@ -327,7 +320,7 @@ class LadderRR(StaticRR):
     def __init__(
         self,
         ratios: Sequence[float] = (0.5, 1, 2, 4),
-        signal: str = "critic/episode_fau",
+        signal: str = CRITIC_EPISODE_FAU,
         check_every_frames: int = 50_000,
         threshold: float = 0.001,
         drop: float | None = None,

@@ -180,15 +180,15 @@ def test_the_target_function_is_the_same_at_every_probe_and_for_every_monitor_wi
     monitor = fit_monitor(fit_steps=3)
     monitor.attach(agent)
     monitor.probe(agent, BatchReplay(), step=0)
-    net = monitor._fit_target_net
+    net = monitor._probe_cache["fit_target_net"]
     monitor.probe(agent, BatchReplay(), step=1)
-    assert monitor._fit_target_net is net and not any(p.requires_grad for p in net.parameters())
+    assert monitor._probe_cache["fit_target_net"] is net and not any(p.requires_grad for p in net.parameters())
     other = fit_monitor(fit_steps=3)  # a new monitor (as after a resume) builds the same network
     other.attach(agent)
     other.probe(agent, BatchReplay(), step=0)
-    state = other._fit_target_net.state_dict()
+    state = other._probe_cache["fit_target_net"].state_dict()
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     reseeded = fit_monitor(fit_steps=3, seed=1)
     reseeded.attach(agent)
     reseeded.probe(agent, BatchReplay(), step=0)
-    assert not torch.equal(reseeded._fit_target_net.Q1[0].weight, net.Q1[0].weight)
+    assert not torch.equal(reseeded._probe_cache["fit_target_net"].Q1[0].weight, net.Q1[0].weight)

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rlplastic.monitor import ActivationCapture, fau, fau_over_layers, relu_layers
+from rlplastic.monitor import ActivationCapture, fau, relu_layers
+from rlplastic.monitor.fau_accounts import FAUAccounts
 
 
 def _hand_net() -> nn.Sequential:
@@ -30,32 +31,41 @@ def test_relu_layers_finds_qualified_names():
     assert all(isinstance(m, nn.ReLU) for m in found.values())
 
 
+def test_activation_layers_count_activations_whose_output_is_positive_where_their_input_is():
+    from rlplastic.monitor import activation_layers
+
+    net = nn.Sequential(
+        nn.Linear(2, 2), nn.GELU(), nn.LeakyReLU(0.01), nn.ELU(), nn.SiLU(), nn.Tanh(), nn.Sigmoid(),
+        nn.Softplus(), nn.LeakyReLU(-0.5), nn.Sequential(nn.ReLU()),
+    )  # fmt: skip
+    assert list(activation_layers(net)) == ["1", "2", "3", "4", "9.0"]  # not the negative-slope LeakyReLU at 8
+    assert list(relu_layers(net)) == ["9.0"]
+
+
 def test_fau_hand_built_network_equals_direct_count():
     net = _hand_net()
     x = torch.tensor([[1.0, 2.0], [-1.0, 3.0], [0.0, 0.0]])
     # layer 1 pre-activations: [1,2,-3], [-1,3,-2], [0,0,0] -> positives 2 + 1 + 0 = 3 of 9
     # layer 2 inputs h1 = [1,2,0], [0,3,0], [0,0,0]; pre-acts [3,-0.5], [3,0.5], [0,0.5]
     #   -> positives 1 + 2 + 1 = 4 of 6 (0 is not active: strictly > 0)
-    with ActivationCapture(relu_layers(net)) as cap:
-        with cap.recording():
-            net(x)
-        per_layer = cap.fau_per_layer()
-        assert per_layer["1"].item() == pytest.approx(3 / 9)
-        assert per_layer["3"].item() == pytest.approx(4 / 6)
-        pooled = cap.fau().item()
+    with ActivationCapture(relu_layers(net)) as cap, cap.recording():
+        net(x)
+    counts = {name: (int(positive), int(total)) for name, (positive, total) in cap.counts().items()}
+    assert counts == {"1": (3, 9), "3": (4, 6)}
+    accounts = FAUAccounts()  # pooled as the monitor does: Σ positives / Σ elements over layers
+    accounts.open({"m": ["1", "3"]}, torch.device("cpu"))
+    accounts.count_update()
+    accounts.fold({"m": cap})
+    accounts.close_window()
+    pooled = float(accounts.values("last_window", "fau")["m/fau"])
     assert pooled == pytest.approx((3 + 4) / (9 + 6))
     mean_of_fractions = (3 / 9 + 4 / 6) / 2
     assert abs(pooled - mean_of_fractions) > 0.03  # the two definitions differ here
-    counts = cap.counts()
-    assert counts["1"][0].item() == 3 and counts["1"][1].item() == 9
 
 
-def test_fau_functions_pool_over_layers():
+def test_fau_of_one_activation_counts_every_element():
     a = torch.tensor([[1.0, -1.0, 0.0]])  # 1 of 3 active
-    b = torch.tensor([[1.0, 2.0, 3.0, 4.0, -5.0, 6.0]])  # 5 of 6 active
     assert fau(a).item() == pytest.approx(1 / 3)
-    assert fau_over_layers([a, b]).item() == pytest.approx(6 / 9)
-    assert fau_over_layers([a, b]).item() != pytest.approx((1 / 3 + 5 / 6) / 2)
     conv = torch.randn(2, 3, 4, 5)
     assert fau(conv).item() == pytest.approx((conv > 0).sum().item() / conv.numel())
 
@@ -96,8 +106,8 @@ def test_streaming_counts_equal_count_over_concatenation():
         assert pos.dtype == torch.int64
         assert pos.item() == direct[name]
         assert tot.item() == totals[name]
-    expected = sum(direct.values()) / sum(totals.values())
-    assert cap.fau().item() == pytest.approx(expected)
+    positive = sum(int(p) for p, _ in cap.counts().values())
+    assert positive == sum(direct.values())
 
 
 def test_recording_only_inside_chosen_region():
@@ -166,6 +176,8 @@ def test_recorded_forward_does_not_sync_on_cuda():
     net = _mlp().cuda()
     x = torch.randn(32, 4, device="cuda")
     cap = ActivationCapture(relu_layers(net), keep=True)
+    accounts = FAUAccounts()  # the monitor's per-update path: fold the counts into the accounts
+    accounts.open({"m": list(cap.layers)}, x.device)
     net(x)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -173,9 +185,11 @@ def test_recorded_forward_does_not_sync_on_cuda():
         for _ in range(3):
             with cap.recording():
                 net(x)
-        cap.fau()
-        cap.fau_per_layer()
-        fau_over_layers(list(cap.activations.values()))
+            accounts.count_update()
+            accounts.fold({"m": cap})
+        accounts.close_window()
+        accounts.values("last_window", "fau")
+        fau(cap.activations["1"])
         dormant_ratio_over_layers(list(cap.activations.values()), 0.025)
         sv = torch.rand(8, device="cuda")
         srank(sv)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.drqv2 import DrQV2Agent
 from rlplastic.augment import RandomShift
 from rlplastic.logger import read_scalars_csv
-from rlplastic.monitor import MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
+from rlplastic.monitor import ActivationCapture, MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
 from rlplastic.monitor.figures import FIGURE_TAGS
 from rlplastic.replay import ReplayBuffer
 from tests.factories import checkpoint_round_trip
@@ -225,6 +225,69 @@ def test_after_update_does_not_sync_with_the_host(monkeypatch):
     assert monitor.updates == 2
 
 
+# -- activation layers other than ReLU ------------------------------------------------------------
+
+
+TINY_MODULES = ("encoder", "critic")
+
+
+class _TinyAgent:
+    """An agent with one monitored module, ``critic``, built from ``layers``; its update is one loss forward."""
+
+    def __init__(self, *layers: torch.nn.Module) -> None:
+        from rlplastic.agent_hooks import AgentHooks
+
+        torch.manual_seed(0)
+        self.hooks = AgentHooks()
+        self.critic = torch.nn.Sequential(*layers)
+
+    def named_modules_for_monitor(self):
+        return {"encoder": torch.nn.Identity(), "critic": self.critic}  # the identity: skipped silently
+
+    def update(self, x: torch.Tensor) -> None:
+        with self.hooks.loss_phase("critic"):
+            self.critic(x)
+
+
+def test_gelu_and_leaky_relu_layers_get_fau_equal_to_a_hand_count_of_positive_outputs():
+    nn = torch.nn
+    agent = _TinyAgent(nn.Linear(3, 5), nn.GELU(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 6), nn.LeakyReLU(0.1))
+    config = MonitorConfig(modules=TINY_MODULES, metrics=["fau"], probe_every_updates=0, probe_at_start=False)
+    monitor = PlasticityMonitor(config)
+    monitor.attach(agent)
+    batches = [torch.randn(7, 3), torch.randn(5, 3)]
+    for x in batches:
+        agent.update(x)
+        monitor.after_update(agent, None, step=0)
+    values = {k: float(v) for k, v in monitor.log_values().items()}
+    assert set(values) == {"plasticity/critic/fau", "plasticity/critic/1/fau", "plasticity/critic/5/fau"}
+    x = torch.cat(batches)
+    with torch.no_grad():
+        gelu = agent.critic[:2](x)
+        leaky = agent.critic(x)
+    assert (gelu < 0).any() and (leaky < 0).any()  # both go below 0: "> 0" is what is counted
+    assert values["plasticity/critic/1/fau"] == int((gelu > 0).sum()) / gelu.numel()
+    assert values["plasticity/critic/5/fau"] == int((leaky > 0).sum()) / leaky.numel()
+    pooled = (int((gelu > 0).sum()) + int((leaky > 0).sum())) / (gelu.numel() + leaky.numel())
+    assert values["plasticity/critic/fau"] == pytest.approx(pooled, abs=1e-15)
+
+
+def test_a_module_without_a_countable_activation_is_refused_naming_what_it_has():
+    nn = torch.nn
+    layers = (nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1), nn.Sigmoid())
+    refused = (r"module 'critic' has no countable activation layer \(ReLU, LeakyReLU, ELU, GELU, SiLU\); "
+               r"found: Tanh at 1, Sigmoid at 3\. FAU and dormant need one")  # fmt: skip
+    for metrics in (["fau"], ["dormant"]):
+        with pytest.raises(ValueError, match=refused):
+            PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=metrics)).attach(_TinyAgent(*layers))
+    with pytest.raises(ValueError, match=r"found: no torch.nn activation module"):
+        PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["fau"])).attach(_TinyAgent(nn.Linear(3, 1)))
+    # without FAU and dormant the module is monitored (norms, ranks), with no activation layer
+    monitor = PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["weight_norm"]))
+    monitor.attach(_TinyAgent(*layers))
+    assert monitor.expected_tags() == ["plasticity/critic/weight_norm", "time/probe_s", "time/figures_s"]
+
+
 # -- training is untouched ------------------------------------------------------------------------
 
 
@@ -335,6 +398,82 @@ def test_state_dict_round_trip_resumes_exactly(load_first):
     new, resumed_new = monitor.pop_probe_records(), resumed.pop_probe_records()
     assert len(new) == 1 and set(new[0].images) == set(FIGURE_TAGS.values())
     assert _without_times(new) == _without_times(resumed_new)
+
+
+def test_a_checkpoint_written_before_the_fau_accounts_class_loads_unchanged():
+    """tests/data/monitor_state_4a407a7.pt: a monitor state dict saved by the code of commit 4a407a7 (FAU in
+    five dicts of the monitor) after 7 updates, one closed episode and one closed window, with the next values
+    that monitor gave; it loads into today's monitor and gives the same values."""
+    saved = torch.load(ROOT / "tests" / "data" / "monitor_state_4a407a7.pt", weights_only=True)
+    config = MonitorConfig(metrics=["fau", "dormant", "drift", "srank"], probe_every_updates=3, figures=False,
+                           **TINY_PROBE)  # fmt: skip
+    monitor = PlasticityMonitor(config)
+    monitor.attach(make_agent("states", seed=1))
+    monitor.load_state_dict(saved["state"])
+    assert {"window", "episode", "last_window", "last_episode", "first_update"} <= saved["state"].keys()
+    _assert_same_state(monitor.state_dict(), saved["state"])
+    assert monitor.signals() == saved["signals"]
+    log = monitor.log_values()
+    assert log.keys() == saved["next_log_values"].keys()
+    assert all(torch.equal(log[tag], saved["next_log_values"][tag]) for tag in log)
+    monitor.end_episode()
+    assert monitor.signals() == saved["next_signals"]
+
+
+def test_every_probe_feature_has_a_tag_and_the_table_lists_every_probe_metric():
+    from rlplastic.monitor.config import FEATURE_TAGS, PROBE_METRICS
+    from rlplastic.monitor.probe_metrics import PROBE_TABLE
+    from rlplastic.protocols import PROBE_FEATURES
+
+    assert tuple(FEATURE_TAGS) == PROBE_FEATURES
+    produced = [metric for entry in PROBE_TABLE for metric in entry.metrics]
+    assert set(produced) == set(PROBE_METRICS)
+
+
+def test_every_signal_the_monitor_produces_is_a_valid_signal_name():
+    from rlplastic.monitor.signals import CRITIC_EPISODE_FAU, first_update_signal
+    from rlplastic.rr import validate_signal
+
+    agent, replay = make_agent("pixels"), make_replay("pixels")
+    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, figures=False, **TINY_PROBE))
+    monitor.attach(agent)
+    run_updates(agent, replay, monitor, 1)  # the probe at start
+    monitor.end_episode(), monitor.log_values()
+    signals = monitor.signals()
+    assert {CRITIC_EPISODE_FAU, first_update_signal(CRITIC_EPISODE_FAU), "encoder/convnet.1/fau"} <= set(signals)
+    assert all(validate_signal(name) == name for name in signals)
+    assert first_update_signal("critic/dormant") is None
+
+
+def test_fau_accounts_pool_close_and_follow_moved_layers():
+    from rlplastic.monitor.fau_accounts import FAUAccounts
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 5), torch.nn.ReLU())
+    layers = {"1": net[1], "3": net[3]}
+    capture = ActivationCapture(layers)
+    accounts = FAUAccounts()
+    accounts.open({"m": list(layers)}, torch.device("cpu"))
+    x = torch.randn(6, 3)
+    with capture.recording():
+        net(x)
+    accounts.count_update()
+    accounts.record_first_update({"m": capture})
+    accounts.fold({"m": capture})
+    h1 = torch.relu(net[0](x))
+    positive = [int((h1 > 0).sum()), int((torch.relu(net[2](h1)) > 0).sum())]
+    assert accounts.window["m"].tolist() == [[positive[0], 24], [positive[1], 30]]
+    assert torch.equal(accounts.first_update["m"], accounts.window["m"])
+    assert accounts.close_window() and not accounts.close_window()  # the second window had no update
+    assert accounts.window["m"].sum() == 0
+    values = accounts.values("last_window", "fau", prefix="plasticity/")
+    assert list(values) == ["plasticity/m/fau", "plasticity/m/1/fau", "plasticity/m/3/fau"]
+    assert float(values["plasticity/m/fau"]) == pytest.approx(sum(positive) / 54)
+    # a layer moved to row 1 keeps its counts, a new layer at row 0 starts from zero
+    accounts.follow("m", ["new", "1"], [None, 0])
+    assert accounts.last_window["m"].tolist() == [[0, 0], [positive[0], 24]]
+    assert accounts.layers["m"] == ("new", "1")
+    assert list(accounts.state_dict()) == ["window", "episode", "last_window", "last_episode", "first_update",
+                                           "window_updates", "episode_updates"]  # fmt: skip
 
 
 def test_probes_are_reproducible_and_cover_every_metric():

@@ -182,7 +182,13 @@ def test_weight_rms_distance_grad_norm():
     with pytest.raises(ValueError, match="missing"):
         param_distance(net, {"0.weight": init["0.weight"]})
 
-    assert grad_norm(net).item() == 0.0
+    assert grad_norm(p.grad for p in net.parameters()).item() == 0.0  # no gradient yet
     net(torch.randn(5, 3)).square().sum().backward()
     grads = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-    assert grad_norm(net).item() == pytest.approx(grads.norm().item(), rel=1e-6)
+    assert grad_norm(p.grad for p in net.parameters()).item() == pytest.approx(grads.norm().item(), rel=1e-6)
+    # torch.autograd.grad's gradients, unused parameters (None) skipped, as the monitor's probe passes them
+    loss = net[0](torch.randn(5, 3)).square().sum()
+    first = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+    assert first[2] is None and first[3] is None
+    expected = torch.cat([g.reshape(-1) for g in first[:2]]).norm()
+    assert grad_norm(first).item() == pytest.approx(expected.item(), rel=1e-6)

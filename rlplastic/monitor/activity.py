@@ -18,7 +18,6 @@ __all__ = [
     "dormant_ratio_over_layers",
     "dormant_scores",
     "fau",
-    "fau_over_layers",
 ]
 
 
@@ -55,21 +54,6 @@ def fau(activations: Tensor) -> Tensor:
     """
     act = _check_activation(activations, 0)
     return (act > 0).sum().to(torch.float32) / act.numel()
-
-
-def fau_over_layers(activations: Sequence[Tensor]) -> Tensor:
-    """FAU pooled over layers: ``Σ_l #(a_l > 0) / Σ_l #a_l`` (released Adaptive-RR definition).
-
-    Layers are weighted by their number of elements; this is **not** the mean of per-layer
-    fractions.
-
-    :param activations: One post-activation tensor per layer.
-    :return: 0-d float32 tensor.
-    """
-    acts = _check_layers(activations, 0)
-    positive = torch.stack([(a > 0).sum() for a in acts]).sum()
-    total = sum(a.numel() for a in acts)
-    return positive.to(torch.float32) / total
 
 
 def dormant_scores(activations: Tensor) -> Tensor:

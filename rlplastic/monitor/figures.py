@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rlplastic.monitor.config import ACTOR, CRITIC, ENCODER
+
 __all__ = [
     "DPI",
     "FIGSIZE",
@@ -47,7 +49,7 @@ FIGURE_TAGS: dict[str, str] = {
     "collapse": "plasticity/figures/collapse",
 }
 
-_MODULE_COLOURS = {"encoder": "tab:green", "actor": "tab:orange", "critic": "tab:blue"}
+_MODULE_COLOURS = {ENCODER: "tab:green", ACTOR: "tab:orange", CRITIC: "tab:blue"}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Forward hooks that watch activations without changing what a network computes.
 
-:class:`ActivationCapture` hooks a set of named submodules (usually every ``nn.ReLU`` of a module,
-see :func:`relu_layers`) and, while :meth:`ActivationCapture.recording` is active, does up to two
-things on every call of a hooked module:
+:class:`ActivationCapture` hooks a set of named submodules (usually every counted activation layer of
+a module: ReLU, LeakyReLU, ELU, GELU, SiLU, see :func:`activation_layers`) and, while
+:meth:`ActivationCapture.recording` is active, does up to two things on every call of a hooked module:
 
 * **count** (streaming FAU): adds ``#(output > 0)`` and ``#output`` to per-layer device counters.
   Nothing is stored and nothing is read back to the host, so this can run on every update.
@@ -23,19 +23,56 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["ActivationCapture", "relu_layers"]
+__all__ = ["COUNTED_ACTIVATIONS", "ActivationCapture", "activation_layers", "other_activations", "relu_layers"]
 
 
-def relu_layers(module: nn.Module) -> dict[str, nn.Module]:
-    """Find every ``nn.ReLU`` inside ``module``.
+#: The activation modules the monitor counts (FAU, dormant): for each, "active" is ``output > 0``, and that
+#: is well defined because the output is positive exactly where the input is: ReLU; LeakyReLU with
+#: ``negative_slope >= 0`` and ELU with ``alpha >= 0`` (negative or zero below 0); GELU ``x·Φ(x)`` and SiLU
+#: ``x·σ(x)`` (slightly negative below 0, so ``> 0`` is still "on the linear side"). Saturating activations
+#: (Tanh, Sigmoid, Softplus, ...) have no such threshold and are not counted.
+COUNTED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
+
+
+def _counted(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
+    if not isinstance(module, kinds):
+        return False
+    if isinstance(module, nn.LeakyReLU):
+        return module.negative_slope >= 0
+    if isinstance(module, nn.ELU):
+        return module.alpha >= 0
+    return True
+
+
+def activation_layers(
+    module: nn.Module, kinds: tuple[type[nn.Module], ...] = COUNTED_ACTIVATIONS
+) -> dict[str, nn.Module]:
+    """Find every counted activation module (:data:`COUNTED_ACTIVATIONS`) inside ``module``.
 
     :param module: The module to search (itself included).
-    :return: Qualified name (as in ``module.named_modules()``) → the ``nn.ReLU`` instance, in
-        registration order. Functional ``F.relu`` calls are invisible to this search.
+    :param kinds: The activation classes to find.
+    :return: Qualified name (as in ``module.named_modules()``) → the activation instance, in
+        registration order. Functional calls (``F.relu``, ``torch.tanh``) are invisible to this search.
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"module must be an nn.Module, got {type(module).__name__}")
-    return {name: m for name, m in module.named_modules() if isinstance(m, nn.ReLU)}
+    return {name: m for name, m in module.named_modules() if _counted(m, kinds)}
+
+
+def relu_layers(module: nn.Module) -> dict[str, nn.Module]:
+    """Find every ``nn.ReLU`` inside ``module`` (:func:`activation_layers` restricted to ReLU)."""
+    return activation_layers(module, (nn.ReLU,))
+
+
+def other_activations(module: nn.Module) -> dict[str, str]:
+    """Qualified name → class name of every ``torch.nn`` activation module inside ``module`` that is not
+    counted (Tanh, Sigmoid, ...): what the monitor names when it refuses a module."""
+    counted = activation_layers(module)
+    return {
+        name: type(m).__name__
+        for name, m in module.named_modules()
+        if type(m).__module__ == nn.modules.activation.__name__ and name not in counted
+    }
 
 
 def _count_positive(act: Tensor, nonnegative: bool) -> Tensor:
@@ -60,13 +97,13 @@ class ActivationCapture:
 
     Counts are device tensors (``int64``, on the device of the activations) updated in place, so
     a recorded forward costs one comparison and one reduction per layer and never syncs with the
-    host. Read them with :meth:`fau` / :meth:`fau_per_layer` / :meth:`counts` (still tensors) and
-    clear them with :meth:`reset`.
+    host. Read them with :meth:`counts` (still tensors; :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`
+    pools them into FAU) and clear them with :meth:`reset`.
 
     Pooling over several recorded forwards gives ``Σ positives / Σ elements``; with a constant
     batch size this equals the mean of the per-forward FAU values.
 
-    :param layers: Name → submodule to hook (e.g. ``relu_layers(critic)``). The hooked output is
+    :param layers: Name → submodule to hook (e.g. ``activation_layers(critic)``). The hooked output is
         the module's return value, which must be a tensor.
     :param count: Accumulate ``count_positive`` (strictly ``> 0``) and ``count_total`` per layer.
     :param keep: Keep a detached copy of each layer's output from the last recorded call. The copy
@@ -169,30 +206,6 @@ class ActivationCapture:
         keep a snapshot.
         """
         return {name: (self._positive[name], self._total[name]) for name in self._positive}
-
-    def fau_per_layer(self) -> dict[str, Tensor]:
-        """Per layer fraction of active units, ``count_positive / count_total`` (0-d tensors).
-
-        NaN for a layer whose counters were reset and not recorded since.
-        """
-        return {
-            name: self._positive[name].to(torch.float32) / self._total[name].to(torch.float32)
-            for name in self._positive
-        }
-
-    def fau(self) -> Tensor:
-        """FAU pooled over layers: ``Σ_layers count_positive / Σ_layers count_total``.
-
-        This is the released Adaptive-RR definition (not the mean of per-layer fractions).
-
-        :return: 0-d float32 tensor on the activations' device; NaN if nothing was recorded since
-            the last :meth:`reset`.
-        """
-        if not self._positive:
-            raise RuntimeError("no hooked layer has been called inside recording() yet")
-        positive = torch.stack(list(self._positive.values())).sum()
-        total = torch.stack(list(self._total.values())).sum()
-        return positive.to(torch.float32) / total.to(torch.float32)
 
     @property
     def activations(self) -> dict[str, Tensor]:

@@ -1,15 +1,20 @@
 r"""The plasticity monitor the trainer drives: FAU on every update, probe metrics every N updates.
 
 **Every update (on device, no host sync).** Forward hooks (:class:`ActivationCapture`, counting
-mode) on every ``nn.ReLU`` of each monitored module count ``#(activation > 0)`` and ``#activation``
-per layer. They count only inside the agent's loss forwards, which the agent marks with
+mode) on every counted activation layer of each monitored module
+(:func:`~rlplastic.monitor.hooks.activation_layers`: ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.ELU``,
+``nn.GELU``, ``nn.SiLU``, whose output is positive exactly where their input is; DrQ-v2's are all
+ReLUs, its trunks' Tanh is not counted) count ``#(activation > 0)`` and ``#activation`` per layer.
+A monitored module with parameters but no counted layer is refused while ``fau`` or ``dormant`` is
+on. The hooks count only inside the agent's loss forwards, which the agent marks with
 ``agent.hooks.loss_phase(module)`` (:class:`~rlplastic.agent_hooks.AgentHooks`): for DrQ-v2 the
 encoder's and the critic's forwards in the critic loss, the actor's in the actor loss. That is the
 released Adaptive-RR definition of FAU (docs/reference.md §2): the
 current, augmented training minibatch, strictly ``> 0``, pooled over layers as
 ``Σ positives / Σ elements``. The critic forward inside the actor loss, the target computation
 and acting are not counted. FAU is pooled over the updates of a log window (:meth:`log_values`)
-and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_episode`).
+and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_episode`); the counts
+are kept by :class:`~rlplastic.monitor.fau_accounts.FAUAccounts`.
 ``encoder_fau_every_updates`` > 1 counts the encoder (the bulk of the cost) on every k-th update only.
 
 **Every ``probe_every_updates`` updates (a probe; it syncs and returns floats).** A probe batch of
@@ -17,17 +22,19 @@ and, separately, over the updates of an episode (:meth:`PlasticityMonitor.end_ep
 and everything runs inside ``torch.random.fork_rng`` with torch seeded from that generator, so
 the training sample stream and torch RNG streams are untouched and a probe is reproducible.
 ``agent.critic_probe(batch, step)`` freezes one augmentation draw, the encoder features and the
-TD targets, so the critic loss is one fixed function of the critic parameters. On it:
+TD targets, so the critic loss is one fixed function of the critic parameters. On it (each metric an
+entry of :data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, whose order fixes the order in which the
+passes draw random numbers):
 
-* ``dormant`` (per ReLU layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
+* ``dormant`` (per activation layer and unit-weighted per module, ReDo's τ-dormant, conv channels as
   units): from the activations of each module's **first** forward inside ``critic_probe`` (for
   DrQ-v2: the encoder and the actor on the probe observations, before the TD target runs them on
   next states), and for the critic from its forward in the frozen loss (both Q heads, batch actions).
 * ``srank`` (δ = ``srank_delta``), ``erank`` and ``feature_norm`` of each feature matrix of the
   probe: ``encoder`` (encoder output) → ``encoder/…``; ``critic_penultimate`` (input of Q1's last
   Linear) → ``critic/…``; ``critic_trunk`` → ``critic/trunk/…``; ``actor_trunk`` →
-  ``actor/trunk/…``. Features are **not centred** unless ``center_features`` (as the reference RL
-  code).
+  ``actor/trunk/…`` (:data:`~rlplastic.monitor.config.FEATURE_TAGS`). Features are **not centred**
+  unless ``center_features`` (as the reference RL code).
 * ``weight_norm`` (RMS over all parameter elements) and ``drift`` (L2 distance from the parameters
   at attach time) per module; ``grad_norm`` of the frozen critic loss w.r.t. the critic.
 * Curvature of the frozen critic loss w.r.t. all critic parameters, from one Lanczos run on
@@ -48,7 +55,7 @@ TD targets, so the critic loss is one fixed function of the critic parameters. O
   (1 = no fit) and ``fit_auc`` the area under the fitting curve; protocol in :mod:`rlplastic.monitor.fitting`.
 
 Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
-are the ReLU's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
+are the activation layer's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
 stable as long as the architecture is.
 
 **What the logger gets.** :meth:`PlasticityMonitor.log_values` returns the FAU of the log window.
@@ -57,264 +64,51 @@ pictures from :mod:`rlplastic.monitor.figures`), queued until :meth:`PlasticityM
 so every probe is logged at the step it measured, whatever the probe and log cadences.
 :meth:`PlasticityMonitor.expected_tags` lists every scalar tag the monitor will write, for the
 dashboard (:mod:`rlplastic.dashboard`).
+
+The settings and the names a config may list are in :mod:`rlplastic.monitor.config` (re-exported here).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rlplastic.monitor.activity import dormant_ratio, dormant_ratio_over_layers, fau
-from rlplastic.monitor.collapse import collapse_geometry, neural_collapse
-from rlplastic.monitor.curvature import (
-    HessianOperator,
-    curvature_directions,
-    deflated_trace,
-    hessian_lanczos,
-    last_layer_curvature,
-    last_layer_spectrum,
-    sharpness,
-    spectrum_srank,
+from rlplastic.monitor.config import (
+    CRITIC,
+    ENCODER,
+    METRIC_GROUPS,
+    METRICS,
+    MODULES,
+    PROBE_METRICS,
+    MonitorConfig,
+    config_from_mapping,
 )
-from rlplastic.monitor.figures import CollapseGeometry, FigureInputs, LayerActivity, draw_probe_figures
-from rlplastic.monitor.fitting import (
-    FIT_TARGETS,
-    detached_copy,
-    fit_targets,
-    flat_outputs,
-    fresh_network_targets,
-    random_projection_targets,
+from rlplastic.monitor.fau_accounts import FAUAccounts
+from rlplastic.monitor.figures import FigureInputs, draw_probe_figures
+from rlplastic.monitor.hooks import COUNTED_ACTIVATIONS, ActivationCapture, activation_layers, other_activations
+from rlplastic.monitor.probe_metrics import (
+    ProbeContext,
+    ProbeLayout,
+    expected_keys,
+    first_call,
+    measure,
+    needs_first_calls,
 )
-from rlplastic.monitor.hooks import ActivationCapture, relu_layers
-from rlplastic.monitor.rank import (
-    effective_rank,
-    feature_norm,
-    param_distance,
-    singular_values,
-    snapshot_params,
-    srank,
-    weight_rms,
-)
-from rlplastic.protocols import PROBE_FEATURES
+from rlplastic.monitor.rank import snapshot_params
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
-
-#: Module names a config may list (``agent.named_modules_for_monitor()`` keys).
-MODULES: tuple[str, ...] = ("encoder", "actor", "critic")
-
-RANK_METRICS = ("srank", "erank")
-NORM_METRICS = ("weight_norm", "drift", "grad_norm", "feature_norm")
-#: Curvature metrics from one Lanczos run on the critic-loss Hessian (and the trace it deflates).
-LANCZOS_METRICS = ("hessian_max", "hessian_min", "hessian_directions", "hessian_trace", "hessian_trace_se")
-#: Curvature metrics that need Hessian-vector products (the expensive ones).
-HVP_METRICS = (*LANCZOS_METRICS, "sharpness")
-CURVATURE_METRICS = (*HVP_METRICS, "last_layer_lambda_max", "last_layer_srank")
-COLLAPSE_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1")
-#: Target fitting of a copy of the critic (:mod:`rlplastic.monitor.fitting`): plasticity measured directly.
-FITTING_METRICS = ("fit_loss", "fit_auc")
-#: Metrics computed at probe time (everything but FAU).
-PROBE_METRICS: tuple[str, ...] = (
-    "dormant", *RANK_METRICS, *NORM_METRICS, *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS
-)
-#: Every metric name a config may list.
-METRICS: tuple[str, ...] = ("fau", *PROBE_METRICS)
-#: Shorthands a config may list instead of single metric names.
-METRIC_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": METRICS,
-    "rank": RANK_METRICS,
-    "norms": NORM_METRICS,
-    "curvature": CURVATURE_METRICS,
-    "collapse": COLLAPSE_METRICS,
-    "fitting": FITTING_METRICS,
-}
 
 
 # Keeps the monitor's probe stream apart from a replay sampler seeded with the same run seed.
 _RNG_STREAM = 0x6D6F6E69746F72  # "monitor"
-# Offset of the fitting probe's seeds (target function, minibatches) from the monitor's and the probe's seed.
-_FIT_STREAM = 0x666974  # "fit"
-# Offset of the torch seed of the recent-data collapse pass from the probe's seed.
-_RECENT_STREAM = 0x726563656E74  # "recent"
-
-
-@dataclass
-class MonitorConfig:
-    """Settings of :class:`PlasticityMonitor` (``configs/monitor/*.yaml`` hold the same keys).
-
-    Args:
-        name: the config's name (``default``, ``full``, ...), for the run's records only.
-        enabled: ``False`` turns the monitor off (:func:`make_monitor` then returns ``None``).
-        modules: modules to monitor, a subset of :data:`MODULES`. Modules without parameters (the
-            states-mode identity encoder) are skipped; modules without ReLUs get no FAU/dormant.
-        metrics: metric names from :data:`METRICS` and/or group names from :data:`METRIC_GROUPS`
-            (``all``, ``rank``, ``norms``, ``curvature``, ``collapse``, ``fitting``). ``fau`` is the per-update
-            metric; all others are probe metrics.
-        encoder_fau_every_updates: count the encoder's FAU on every k-th gradient update only (the
-            first included); 1, the default, counts every update. The encoder's conv maps hold ~97%
-            of the counted units, so on a CPU k = 4 cuts the FAU cost about 3x. Encoder FAU is then
-            pooled over the counted updates only (a log window with none of them reads NaN); the
-            critic and actor, and so the Adaptive-RR signal, are still counted on every update. A
-            speed option, not part of the released definition.
-        probe_every_updates: run a probe every this many gradient updates; 0 never probes.
-        probe_at_start: also probe after the very first update (an initial reference point).
-        probe_batch_size: transitions per probe batch (>= ``nc_bins`` when collapse is measured).
-        curvature_every_probes: compute the Hessian-vector-product metrics (``hessian_max``,
-            ``hessian_min``, ``hessian_directions``, ``hessian_trace(_se)``, ``sharpness``) on every
-            this-many-th probe only; they dominate the probe's cost.
-        dormant_tau: τ of the τ-dormant ratio (ReDo agents use 0.1; 0.025 is the logging default).
-        srank_delta: δ of srank (feature and last-layer Hessian ranks).
-        center_features: subtract per-unit means before srank / erank (the reference does not).
-        hessian_iters: maximum Lanczos steps (one Hessian-vector product each, and one stored
-            vector of all critic parameters) for ``hessian_max``/``hessian_min``/``hessian_directions``;
-            the Lanczos basis also deflates ``hessian_trace``.
-        hessian_tol: stop Lanczos early once the residuals of λ_min and of the top Ritz values (the
-            top ``hessian_directions_k`` when ``hessian_directions`` is on) are <= tol · max|θ|.
-        hessian_directions_k: k, how many of the largest Ritz values ``hessian_directions`` looks at
-            (<= ``hessian_iters``; Lanczos spends its steps on both ends, so keep k <= about a third
-            of them for the top-k to converge).
-        hessian_directions_eps: ε, the count's threshold relative to λ_max.
-        hutchinson_probes: Rademacher probes of the deflated residual for ``hessian_trace`` and
-            ``hessian_trace_se`` (>= 2). On the DrQ-v2 critic after 40 updates, 10 probes on 30
-            Lanczos vectors give SE ≈ 2% of |trace| (plain Hutchinson: 20%); at initialisation positive
-            and negative curvature nearly cancel in the trace (SE ≈ 65% at 10 probes, ~400 for
-            10%), which ``hessian_trace_se`` shows (``bench/curvature_cost.py``).
-        sharpness_rho: radius ρ of the sharpness ascent step.
-        nc_bins: K, the number of equal-count TD-target quantile bins used as classes for collapse.
-        collapse_recent: also measure the enabled collapse metrics on the newest ``probe_batch_size``
-            transitions of the replay (``replay.recent``), the data the critic has trained on least, as
-            ``critic/<metric>_recent`` (Hui et al. 2022: collapse on training data and on fresh data
-            differ). One more ``critic_probe`` forward per probe; NaN while the replay holds fewer than
-            ``nc_bins`` transitions.
-        fit_steps: k, the Adam steps of the target-fitting probe (``fit_loss``, ``fit_auc``; protocol in
-            :mod:`rlplastic.monitor.fitting`): a deep copy of the critic, on the probe's frozen encoder
-            features and actions, learns to add fresh standardised targets to its outputs. 0 takes no
-            step (both metrics read 1.0).
-        fit_lr: Adam's learning rate for the fit; ``None`` (null) = the agent's critic learning rate.
-        fit_batch: samples per fitting step, drawn from the probe batch without replacement; ``None``
-            (null) = the whole probe batch on every step (<= ``probe_batch_size``).
-        fit_target: ``fresh_network`` (the outputs of a freshly initialised critic, via
-            ``agent.fresh_module("critic")``) or ``random_projection`` (a Gaussian linear map of the inputs).
-        figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.3 s per figure on a
-            CPU), each from what the probe measures anyway: ``activity`` (per-layer active and dormant
-            fractions; needs ``dormant``), ``critic_spectrum`` (needs ``srank`` or ``erank``),
-            ``hessian_spectrum`` (needs a ``last_layer_*`` metric), ``collapse`` (needs a collapse
-            metric). Their cost is logged as ``time/figures_s``.
-        seed: seed of the monitor's own generator (probe batches and probe torch seeds).
-    """
-
-    name: str = "default"
-    enabled: bool = True
-    modules: Sequence[str] = MODULES
-    metrics: Sequence[str] = ("all",)
-    encoder_fau_every_updates: int = 1
-    probe_every_updates: int = 5000
-    probe_at_start: bool = True
-    probe_batch_size: int = 256
-    curvature_every_probes: int = 1
-    dormant_tau: float = 0.025
-    srank_delta: float = 0.01
-    center_features: bool = False
-    hessian_iters: int = 30
-    hessian_tol: float = 1e-3
-    hessian_directions_k: int = 10
-    hessian_directions_eps: float = 0.01
-    hutchinson_probes: int = 10
-    sharpness_rho: float = 0.05
-    nc_bins: int = 10
-    collapse_recent: bool = False
-    fit_steps: int = 50
-    fit_lr: float | None = None
-    fit_batch: int | None = None
-    fit_target: str = "fresh_network"
-    figures: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        # Hydra hands over ListConfig; keep plain tuples of str
-        self.modules = _names(self.modules, "monitor.modules")
-        self.metrics = _names(self.metrics, "monitor.metrics")
-        # both name checks report together, so one run shows every bad name
-        problems = []
-        unknown = [m for m in self.modules if m not in MODULES]
-        if unknown:
-            problems.append(f"unknown monitor module(s) {unknown}: allowed are {list(MODULES)}")
-        unknown = [m for m in self.metrics if m not in METRICS and m not in METRIC_GROUPS]
-        if unknown:
-            problems.append(
-                f"unknown monitor metric(s) {unknown}: allowed are {list(METRICS)} or the groups {list(METRIC_GROUPS)}"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        for key, minimum in _INT_MINIMA.items():
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"monitor.{key}={value!r} must be an int >= {minimum}")
-        for key, (low, high, closed) in _FLOAT_RANGES.items():
-            value = getattr(self, key)
-            ok = not isinstance(value, bool) and isinstance(value, (int, float))
-            ok = ok and (low <= value <= high if closed else low < value < high)
-            if not ok:
-                brackets = "[]" if closed else "()"
-                raise ValueError(f"monitor.{key}={value!r} must be a number in {brackets[0]}{low}, {high}{brackets[1]}")
-        if "hessian_directions" in self.metric_set and self.hessian_directions_k > self.hessian_iters:
-            raise ValueError(
-                f"monitor.hessian_directions_k={self.hessian_directions_k} is larger than "
-                f"monitor.hessian_iters={self.hessian_iters}: Lanczos gives at most hessian_iters Ritz values"
-            )
-        if self.fit_lr is not None and (
-            isinstance(self.fit_lr, bool) or not isinstance(self.fit_lr, (int, float)) or not self.fit_lr > 0
-        ):
-            raise ValueError(f"monitor.fit_lr={self.fit_lr!r} must be null (the agent's learning rate) or a number > 0")
-        if self.fit_batch is not None and (
-            isinstance(self.fit_batch, bool) or not isinstance(self.fit_batch, int)
-            or not 1 <= self.fit_batch <= self.probe_batch_size
-        ):  # fmt: skip
-            raise ValueError(
-                f"monitor.fit_batch={self.fit_batch!r} must be null (the whole probe batch) or an int in "
-                f"[1, monitor.probe_batch_size={self.probe_batch_size}]"
-            )
-        if self.fit_target not in FIT_TARGETS:
-            raise ValueError(f"monitor.fit_target={self.fit_target!r} is not one of {list(FIT_TARGETS)}")
-        if not isinstance(self.collapse_recent, bool):
-            raise ValueError(f"monitor.collapse_recent={self.collapse_recent!r} must be true or false")
-        if not isinstance(self.figures, bool):
-            raise ValueError(f"monitor.figures={self.figures!r} must be true or false")
-        if set(COLLAPSE_METRICS) & self.metric_set and self.probe_batch_size < self.nc_bins:
-            raise ValueError(
-                f"monitor.probe_batch_size={self.probe_batch_size} is smaller than monitor.nc_bins={self.nc_bins}: "
-                "neural collapse needs at least one sample per bin"
-            )
-
-    @property
-    def metric_set(self) -> frozenset[str]:
-        """The enabled metric names, groups expanded."""
-        return frozenset(m for name in self.metrics for m in METRIC_GROUPS.get(name, (name,)))
-
-
-# minimum of each int field, and (low, high, closed?) of each float field of MonitorConfig
-_INT_MINIMA = {"encoder_fau_every_updates": 1, "probe_every_updates": 0, "probe_batch_size": 1,
-               "curvature_every_probes": 1, "hessian_iters": 1, "hessian_directions_k": 1, "hutchinson_probes": 2,
-               "nc_bins": 2, "fit_steps": 0, "seed": 0}  # fmt: skip
-_FLOAT_RANGES = {"dormant_tau": (0.0, 1.0, True), "srank_delta": (0.0, 1.0, False),
-                 "hessian_tol": (0.0, float("inf"), True), "hessian_directions_eps": (0.0, 1.0, True),
-                 "sharpness_rho": (0.0, float("inf"), False)}  # fmt: skip
-
-
-def _names(value: Any, what: str) -> tuple[str, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ValueError(f"{what} must be a list of names, got {value!r}")
-    names = tuple(value)
-    if not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{what} must be a list of names, got {list(names)!r}")
-    return names
 
 
 @dataclass(frozen=True, eq=False)
@@ -364,60 +158,22 @@ def make_monitor(**cfg: Any) -> PlasticityMonitor | None:
     """Build the monitor from a config mapping (``make_monitor(**cfg.monitor)``).
 
     :return: ``None`` when ``enabled`` is false (``monitor=off``).
-    :raises ValueError: for an unknown key, module or metric name, or an out-of-range value.
+    :raises ValueError: for an unknown key, module or metric name, or an out-of-range value
+        (:func:`~rlplastic.monitor.config.config_from_mapping`).
     """
-    allowed = [f.name for f in fields(MonitorConfig)]
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown monitor config key(s) {unknown}: allowed are {allowed}")
-    config = MonitorConfig(**cfg)
+    config = config_from_mapping(cfg)
     return PlasticityMonitor(config) if config.enabled else None
 
 
-@contextmanager
-def _first_call(module: nn.Module, layers: Mapping[str, nn.Module]) -> Iterator[ActivationCapture]:
-    """Keep the ReLU outputs of ``module``'s first forward call made inside the block.
-
-    The module's own forward hook runs after those of its ReLUs, so it ends the recording once
-    the first call is complete; later calls (e.g. the next-state forward) leave them alone.
-    """
-    with ActivationCapture(layers, count=False, keep=True) as capture, ExitStack() as recording:
-        recording.enter_context(capture.recording())
-        handle = module.register_forward_hook(lambda *_: recording.close())
-        try:
-            yield capture
-        finally:
-            handle.remove()
-
-
-def _seed_torch(seed: int, device: torch.device) -> None:
-    """Seed torch's CPU generator (and ``device``'s, when it is a GPU) with ``seed``."""
-    torch.random.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-
-
-def _reinitialised(module: nn.Module) -> nn.Module:
-    """A hook-free copy of ``module`` with every submodule's ``reset_parameters`` applied (its default init)."""
-    fresh = detached_copy(module)
-    for sub in fresh.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
-    return fresh
-
-
-def _fau(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Pooled and per-layer FAU from ``(L, 2)`` counts ``[positive, total]`` (device tensors)."""
-    counts = counts.to(torch.float64 if counts.device.type != "mps" else torch.float32)
-    return counts[:, 0].sum() / counts[:, 1].sum(), counts[:, 0] / counts[:, 1]
-
-
-def _close_account(open_counts: dict[str, Tensor], closed: dict[str, Tensor]) -> None:
-    """Move an account's FAU counts into ``closed`` and zero it in place (on device, no sync)."""
-    for name, counts in open_counts.items():
-        closed[name] = counts.clone()
-        counts.zero_()
+def _no_activation_layer(name: str, module: nn.Module) -> str:
+    """Why the monitor refuses ``module``: no counted activation layer, and what activations it has instead."""
+    counted = ", ".join(kind.__name__ for kind in COUNTED_ACTIVATIONS)
+    found = ", ".join(f"{kind} at {path}" for path, kind in other_activations(module).items())
+    found = found or "no torch.nn activation module (functional calls such as F.relu are invisible to the monitor)"
+    return (
+        f"monitor: module {name!r} has no countable activation layer ({counted}); found: {found}. FAU and dormant "
+        f"need one (active = output > 0): drop fau and dormant from monitor.metrics, or {name!r} from monitor.modules"
+    )
 
 
 class PlasticityMonitor:
@@ -439,26 +195,18 @@ class PlasticityMonitor:
         self._metrics = self.config.metric_set
         self._rng = np.random.default_rng([_RNG_STREAM, self.config.seed])
         self._modules: dict[str, nn.Module] = {}
-        self._layers: dict[str, dict[str, nn.Module]] = {}  # ReLUs of modules that have any
+        self._layers: dict[str, dict[str, nn.Module]] = {}  # counted activation layers per module
         self._captures: dict[str, ActivationCapture] = {}
         self._phase_stacks: list[ExitStack] = []  # one per open loss phase, innermost last
         self._hooks: Any = None  # the agent's AgentHooks, once attached
         self._device = torch.device("cpu")
-        # FAU counts, (L, 2) int64 [positive, total] per module: the open log window and episode,
-        # the last closed ones, and the very first update (Adaptive-RR's first reference)
-        self._window: dict[str, Tensor] = {}
-        self._episode: dict[str, Tensor] = {}
-        self._last_window: dict[str, Tensor] = {}
-        self._last_episode: dict[str, Tensor] = {}
-        self._first_update: dict[str, Tensor] = {}
-        self._window_updates = 0
-        self._episode_updates = 0
+        self._fau = FAUAccounts()  # open and last closed window and episode, and the first update
         self._init_params: dict[str, dict[str, Tensor]] | None = None
         self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
-        self._fit_target_net: nn.Module | None = None  # the fitting probe's target network (built at its first use)
+        self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probe's target network
 
     # -- trainer protocol -------------------------------------------------------------------------
 
@@ -479,18 +227,19 @@ class PlasticityMonitor:
             if next(module.parameters(), None) is None:
                 continue  # states-mode identity encoder: nothing to measure
             self._modules[name] = module
-            layers = relu_layers(module)
+            layers = activation_layers(module)
             if layers:
                 self._layers[name] = layers
+            elif self._metrics & {"fau", "dormant"}:
+                raise ValueError(_no_activation_layer(name, module))
         if not self._modules:
             raise ValueError(f"none of monitor.modules {list(self.config.modules)} has parameters to monitor")
         self._device = next(next(iter(self._modules.values())).parameters()).device
+        layer_names = {name: list(layers) for name, layers in self._layers.items()}
+        self._fau.open(layer_names, self._device, counting="fau" in self._metrics)
         if "fau" in self._metrics:
             # count mode only: nothing is stored, and outside the loss phases the hooks return at once
             self._captures = {name: ActivationCapture(layers, count=True) for name, layers in self._layers.items()}
-            for name, layers in self._layers.items():
-                for store in (self._window, self._episode):
-                    store[name] = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
             agent.hooks.add_phase_listener(self._on_phase)
             self._hooks = agent.hooks
         self._param_refs = {name: dict(module.named_parameters()) for name, module in self._modules.items()}
@@ -504,8 +253,8 @@ class PlasticityMonitor:
         """Follow an intervention that changed ``modules`` (call it right after, outside any update).
 
         Plasticity injection moves a head's layers under new names (``Q1.1`` → ``Q1.base.1``) and adds
-        new ones. The monitor follows every ReLU and parameter **by identity**: a moved ReLU keeps its
-        FAU counts under its new name and new ReLUs start from zero (so pooled FAU over an account that
+        new ones. The monitor follows every activation layer and parameter **by identity**: a moved layer keeps
+        its FAU counts under its new name and new layers start from zero (so pooled FAU over an account that
         spans the injection is exact); a moved parameter keeps its initial value for ``drift`` and a new
         one starts from its value now. After a re-initialisation (``reinitialised``: full or heads
         reset) ``drift`` of those modules is measured from the fresh weights. Other interventions
@@ -523,7 +272,7 @@ class PlasticityMonitor:
                 continue
             module = self._modules[name] = available[name]
             if name in self._layers:
-                self._follow_layers(name, relu_layers(module))
+                self._follow_layers(name, activation_layers(module))
             params = dict(module.named_parameters())
             if self._init_params is not None:
                 old_key = {id(p): key for key, p in self._param_refs[name].items()}
@@ -539,14 +288,7 @@ class PlasticityMonitor:
         if list(old) == list(layers) and all(old[k] is layers[k] for k in layers):
             return
         old_row = {id(layer): i for i, layer in enumerate(old.values())}
-        rows = [old_row.get(id(layer)) for layer in layers.values()]
-        for store in (self._window, self._episode, self._last_window, self._last_episode, self._first_update):
-            if name in store:
-                moved = torch.zeros(len(layers), 2, dtype=torch.int64, device=self._device)
-                for i, row in enumerate(rows):
-                    if row is not None:
-                        moved[i] = store[name][row]
-                store[name] = moved
+        self._fau.follow(name, list(layers), [old_row.get(id(layer)) for layer in layers.values()])
         self._layers[name] = layers
         if name in self._captures:
             self._captures[name].remove()
@@ -555,10 +297,9 @@ class PlasticityMonitor:
     def after_update(self, agent: Any, replay: Any, step: int) -> None:
         """Account one gradient update; run a probe when one is due. No host sync unless probing."""
         self.updates += 1
-        self._window_updates += 1
-        self._episode_updates += 1
+        self._fau.count_update()
         if self.updates == 1 and self._captures:
-            self._first_update = {name: self._capture_counts(name) for name in self._captures}
+            self._fau.record_first_update(self._captures)
             if self._hooks.phase_events == 0:
                 warnings.warn(
                     f"{type(agent).__name__}.update opened no loss phase, so the monitor counts no FAU (it would "
@@ -577,13 +318,10 @@ class PlasticityMonitor:
         Closes the FAU window: its counters are reset in place. Empty when the window had no update.
         Probe values are not here: they come, each at its own step, from :meth:`pop_probe_records`.
         """
-        values: dict[str, Any] = {}
         self._fold()
-        if self._window_updates:
-            _close_account(self._window, self._last_window)
-            self._window_updates = 0
-            values.update(self._fau_values(self._last_window, "fau", prefix="plasticity/"))
-        return values
+        if not self._fau.close_window():
+            return {}
+        return self._fau.values("last_window", "fau", prefix="plasticity/")
 
     def pop_probe_records(self) -> list[ProbeRecord]:
         """Every probe run since the last call, oldest first, and forget them.
@@ -599,20 +337,17 @@ class PlasticityMonitor:
     def end_episode(self) -> None:
         """Close the episode's FAU account (call at each episode end); episodes without updates are skipped."""
         self._fold()
-        if self._episode_updates:
-            _close_account(self._episode, self._last_episode)
-            self._episode_updates = 0
+        self._fau.close_episode()
 
     def signals(self) -> dict[str, float]:
         """The latest values as floats, keyed ``<module>/<metric>`` and ``<module>/<layer>/<metric>``.
 
         ``<module>/fau``: FAU over the last **closed** log window; ``<module>/episode_fau``: over the
         updates of the last finished episode (:meth:`end_episode`); ``<module>/first_update_fau``:
-        the very first update; plus every probe metric's latest value. Syncs once with the host.
+        the very first update; plus every probe metric's latest value. Syncs once with the host. The names
+        a controller or trigger may ask for are defined in :mod:`rlplastic.monitor.signals`.
         """
-        tensors = self._fau_values(self._last_window, "fau")
-        tensors.update(self._fau_values(self._last_episode, "episode_fau", per_layer=False))
-        tensors.update(self._fau_values(self._first_update, "first_update_fau", per_layer=False))
+        tensors = self._fau.signal_values()
         out = dict(self._probe_values)
         if tensors:
             stacked = torch.stack([t.to(torch.float64).reshape(()) for t in tensors.values()]).cpu().tolist()
@@ -622,10 +357,11 @@ class PlasticityMonitor:
     def expected_tags(self) -> list[str]:
         """Every scalar tag this monitor writes, via :meth:`log_values` and :meth:`pop_probe_records` (after attach).
 
-        Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their ReLU
-        layers, and the features of the probe protocol (:data:`~rlplastic.monitor.probe.PROBE_FEATURES`),
-        so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before the
-        first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
+        Follows the config (metrics, probe cadence, ``figures``), the monitored modules and their activation
+        layers, and the features of the probe protocol (:data:`rlplastic.protocols.PROBE_FEATURES`); the probe
+        keys come from the same table that computes them (:func:`~rlplastic.monitor.probe_metrics.expected_keys`),
+        so a dashboard built from it (:func:`rlplastic.dashboard.build_layout`) has a chart for every series before
+        the first value arrives. Curvature metrics on a ``curvature_every_probes`` cadence are listed too.
         """
         if not self.attached:
             raise RuntimeError("PlasticityMonitor.expected_tags before attach(agent)")
@@ -636,28 +372,11 @@ class PlasticityMonitor:
         cfg = self.config
         probes = cfg.probe_every_updates > 0 or cfg.probe_at_start
         if probes and self._metrics & set(PROBE_METRICS):
-            tags += [f"plasticity/{key}" for key in self._probe_keys()]
+            tags += [f"plasticity/{key}" for key in expected_keys(self._layout())]
             tags.append("time/probe_s")
             if cfg.figures:
                 tags.append("time/figures_s")
         return tags
-
-    def _probe_keys(self) -> list[str]:
-        """The keys a probe returns (``<module>/<metric>``, ``<module>/<layer>/<metric>``), as :meth:`_measure` does."""
-        metrics, keys = self._metrics, []
-        if "dormant" in metrics:
-            for name, layers in self._layers.items():
-                keys += [*(f"{name}/{layer}/dormant" for layer in layers), f"{name}/dormant"]
-        features = [tag for tag in map(self._feature_tag, PROBE_FEATURES) if tag is not None]
-        feature_metrics = [m for m in (*RANK_METRICS, "feature_norm") if m in metrics]
-        keys += [f"{tag}/{metric}" for tag in features for metric in feature_metrics]
-        for name in self._modules:
-            keys += [f"{name}/{metric}" for metric in ("weight_norm", "drift") if metric in metrics]
-        if "critic" in self._modules:  # _critic_metrics writes critic/<metric> for each enabled one
-            critic = ("grad_norm", *CURVATURE_METRICS, *COLLAPSE_METRICS, *FITTING_METRICS)
-            keys += [f"critic/{metric}" for metric in critic if metric in metrics]
-            keys += [f"critic/{metric}_recent" for metric in self._recent_collapse_metrics()]
-        return keys
 
     # -- probe ------------------------------------------------------------------------------------
 
@@ -682,9 +401,7 @@ class PlasticityMonitor:
                 with torch.cuda.device(self._device):
                     torch.cuda.manual_seed(seed)
             batch = replay.sample(self.config.probe_batch_size, self._device, rng=self._rng)
-            values = self._measure(agent, batch, step, seed, figures)
-            if self._recent_collapse_metrics():
-                values.update(self._recent_collapse(agent, replay, step, seed))
+            values = self._measure(agent, replay, batch, step, seed, figures)
         scalars = {f"plasticity/{key}": value for key, value in values.items()}
         images: dict[str, np.ndarray] = {}
         if figures is not None:
@@ -698,191 +415,42 @@ class PlasticityMonitor:
         return values
 
     def _measure(
-        self, agent: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
+        self, agent: Any, replay: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
     ) -> dict[str, float]:
-        """The probe metrics on ``batch``; fills ``figures`` (when given) with the arrays the pictures need."""
-        metrics, cfg, out = self._metrics, self.config, {}
+        """The probe metrics on ``batch`` (:data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, in order); fills
+        ``figures`` (when given) with the arrays the pictures need."""
+        layout = self._layout()
         with ExitStack() as stack:
             first_calls = {}
-            if "dormant" in metrics:
+            if needs_first_calls(layout):
                 first_calls = {
-                    name: stack.enter_context(_first_call(self._modules[name], layers))
+                    name: stack.enter_context(first_call(self._modules[name], layers))
                     for name, layers in self._layers.items()
-                    if name != "critic"
+                    if name != CRITIC  # the critic's come from its frozen-loss forward
                 }
             probe = agent.critic_probe(batch, step)
-        activations = {name: capture.activations for name, capture in first_calls.items()}
-        if "dormant" in metrics and "critic" in self._layers:
-            # the critic's activations from the frozen loss forward: both Q heads, batch actions
-            capture = ActivationCapture(self._layers["critic"], count=False, keep=True)
-            with capture, capture.recording(), torch.no_grad():
-                probe.loss_fn()
-            activations["critic"] = capture.activations
+        ctx = ProbeContext(
+            layout, agent, replay, int(step), seed, self.probes, self._device, probe,
+            activations={name: capture.activations for name, capture in first_calls.items()},
+            init_params=self._init_params, figures=figures, cache=self._probe_cache,
+        )  # fmt: skip
+        del first_calls
+        return measure(ctx)
 
-        for name in (name for name in self._layers if name in activations):  # layer order of the modules
-            acts = activations[name]
-            layers = [layer for layer in self._layers[name] if layer in acts]
-            if not layers:
-                continue
-            for layer in layers:
-                out[f"{name}/{layer}/dormant"] = float(dormant_ratio(acts[layer], cfg.dormant_tau))
-                if figures is not None:
-                    active = float(fau(acts[layer]))
-                    figures.activity.append(LayerActivity(name, layer, active, out[f"{name}/{layer}/dormant"]))
-            total = dormant_ratio_over_layers([acts[layer] for layer in layers], cfg.dormant_tau)
-            out[f"{name}/dormant"] = float(total)
-        del activations, first_calls
-
-        for key in (key for key in PROBE_FEATURES if key in probe.features):
-            phi, tag = probe.features[key], self._feature_tag(key)
-            if tag is None:
-                continue
-            if metrics & set(RANK_METRICS):
-                sv = singular_values(phi, center=cfg.center_features)
-                rank = srank(sv, cfg.srank_delta)
-                if "srank" in metrics:
-                    out[f"{tag}/srank"] = float(rank)
-                if "erank" in metrics:
-                    out[f"{tag}/erank"] = float(effective_rank(sv))
-                if figures is not None and key == "critic_penultimate":
-                    figures.critic_singular_values, figures.critic_srank = sv.cpu().numpy(), int(rank)
-            if "feature_norm" in metrics:
-                out[f"{tag}/feature_norm"] = float(feature_norm(phi))
-
-        for name, module in self._modules.items():
-            if "weight_norm" in metrics:
-                out[f"{name}/weight_norm"] = float(weight_rms(module))
-            if "drift" in metrics and self._init_params is not None:
-                out[f"{name}/drift"] = float(param_distance(module, self._init_params[name]))
-
-        if "critic" in self._modules:
-            out.update(self._critic_metrics(probe, seed))
-            if metrics & set(FITTING_METRICS) and probe.critic_inputs:
-                out.update(self._fit_metrics(agent, probe, seed))
-            if figures is not None:
-                self._critic_geometry(probe, figures)
-        return out
-
-    def _critic_geometry(self, probe: Any, figures: FigureInputs) -> None:
-        """The last-layer Hessian spectrum and the collapse geometry for the figures (no forward pass)."""
-        metrics, cfg = self._metrics, self.config
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is None:
-            return
-        if any(metric.startswith("last_layer_") for metric in metrics):
-            # the spectrum last_layer_curvature summarises: λ = 2σ²/B of [φ, 1]
-            eig = last_layer_spectrum(penultimate, with_bias=True)
-            figures.hessian_eigenvalues = eig.cpu().numpy()
-            figures.hessian_srank = int(spectrum_srank(eig, cfg.srank_delta))
-        if metrics & set(COLLAPSE_METRICS):
-            geometry = collapse_geometry(penultimate, probe.td_target, probe.head_weight, num_bins=cfg.nc_bins)
-            figures.collapse = CollapseGeometry(**{key: value.cpu().numpy() for key, value in geometry.items()})
-
-    def _critic_metrics(self, probe: Any, seed: int) -> dict[str, float]:
-        """Gradient norm, curvature and collapse of the frozen critic loss (``critic/…``)."""
-        metrics, cfg, out = self._metrics, self.config, {}
-        if "grad_norm" in metrics:
-            with torch.enable_grad():
-                grads = torch.autograd.grad(probe.loss_fn(), probe.params, allow_unused=True)
-            squares = [g.detach().to(torch.float32).square().sum() for g in grads if g is not None]
-            out["critic/grad_norm"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
-        # the HVP metrics dominate a probe's cost, so they may run on every k-th probe only
-        if self.probes % cfg.curvature_every_probes == 0:
-            generator = torch.Generator(device=probe.params[0].device).manual_seed(seed)
-            with torch.enable_grad():
-                if metrics & set(LANCZOS_METRICS):
-                    out.update(self._hessian_metrics(probe, generator))
-                if "sharpness" in metrics:
-                    out["critic/sharpness"] = sharpness(probe.loss_fn, probe.params, cfg.sharpness_rho)
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is not None and metrics & {"last_layer_lambda_max", "last_layer_srank"}:
-            curvature = last_layer_curvature(penultimate, with_bias=True, delta=cfg.srank_delta)
-            out["critic/last_layer_lambda_max"] = curvature["lambda_max"]
-            out["critic/last_layer_srank"] = curvature["srank"]
-        if penultimate is not None and metrics & set(COLLAPSE_METRICS):
-            collapse = neural_collapse(
-                penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
-            )
-            out.update({f"critic/{k}": v for k, v in collapse.items() if k in metrics})
-        return {k: float(v) for k, v in out.items()}
-
-    def _recent_collapse_metrics(self) -> list[str]:
-        """The collapse metrics measured on recent data too (``collapse_recent``), in :data:`COLLAPSE_METRICS` order."""
-        if not self.config.collapse_recent or "critic" not in self._modules:
-            return []
-        return [metric for metric in COLLAPSE_METRICS if metric in self._metrics]
-
-    def _recent_collapse(self, agent: Any, replay: Any, step: int, seed: int) -> dict[str, float]:
-        """``critic/<metric>_recent``: neural collapse on the newest transitions of the replay (own torch seed)."""
-        cfg, metrics = self.config, self._recent_collapse_metrics()
-        batch = replay.recent(cfg.probe_batch_size, self._device)
-        # the augmentation and TD-target noise of this pass do not depend on what the other metrics drew
-        _seed_torch((seed + _RECENT_STREAM) % 2**63, self._device)
-        probe = agent.critic_probe(batch, step)
-        penultimate = probe.features.get("critic_penultimate")
-        if penultimate is None or penultimate.shape[0] < cfg.nc_bins:
-            return {f"critic/{metric}_recent": float("nan") for metric in metrics}
-        collapse = neural_collapse(
-            penultimate, probe.td_target, probe.head_weight, probe.head_bias, num_bins=cfg.nc_bins
-        )
-        return {f"critic/{metric}_recent": float(collapse[metric]) for metric in metrics}
-
-    def _fit_metrics(self, agent: Any, probe: Any, seed: int) -> dict[str, float]:
-        """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
-        cfg, critic, inputs = self.config, self._modules["critic"], probe.critic_inputs
-        device = inputs[0].device
-        # The target *function* is the same at every probe of a run (drawn from the monitor seed alone), so
-        # the probes compare like with like; the fresh critic is built once and kept (rebuilt identically
-        # after a resume). Minibatches draw from the probe's own seed.
-        target_seed = (cfg.seed + _FIT_STREAM) % 2**63
-        if cfg.fit_target == "fresh_network":
-            if self._fit_target_net is None:
-                _seed_torch(target_seed, self._device)
-                fresh = agent.fresh_module("critic") if hasattr(agent, "fresh_module") else _reinitialised(critic)
-                self._fit_target_net = detached_copy(fresh).requires_grad_(False)
-            targets = fresh_network_targets(self._fit_target_net, inputs)
-        else:
-            with torch.no_grad():
-                num_outputs = flat_outputs(critic, inputs).shape[1]
-            projection = torch.Generator(device=device).manual_seed(target_seed)
-            targets = random_projection_targets(inputs, num_outputs, projection)
-        generator = torch.Generator(device=device).manual_seed((seed + _FIT_STREAM) % 2**63)
-        result = fit_targets(critic, inputs, targets, cfg.fit_steps, self._fit_lr(agent), cfg.fit_batch, generator)
-        out = {"critic/fit_loss": result.loss, "critic/fit_auc": result.auc}
-        return {k: v for k, v in out.items() if k.partition("/")[2] in self._metrics}
-
-    def _fit_lr(self, agent: Any) -> float:
-        """``fit_lr``, or else the learning rate of the agent's critic optimizer."""
-        if self.config.fit_lr is not None:
-            return float(self.config.fit_lr)
-        optimizers = agent.optimizers() if hasattr(agent, "optimizers") else {}
-        if "critic" not in optimizers:
-            raise ValueError("monitor.fit_lr=null needs the agent's critic optimizer: set monitor.fit_lr")
-        return float(optimizers["critic"].param_groups[0]["lr"])
-
-    def _hessian_metrics(self, probe: Any, generator: torch.Generator) -> dict[str, float]:
-        """``hessian_max/min/directions`` from one Lanczos run; ``hessian_trace(_se)`` deflated by its basis."""
-        metrics, cfg, out = self._metrics, self.config, {}
-        hessian = HessianOperator(probe.loss_fn, probe.params)
-        top_k = cfg.hessian_directions_k if "hessian_directions" in metrics else 1
-        lanczos = hessian_lanczos(hessian, cfg.hessian_iters, cfg.hessian_tol, top_k, generator)
-        out["critic/hessian_max"], out["critic/hessian_min"] = lanczos.lambda_max, lanczos.lambda_min
-        out["critic/hessian_directions"] = curvature_directions(
-            lanczos.ritz_values, cfg.hessian_directions_k, cfg.hessian_directions_eps
-        )
-        if metrics & {"hessian_trace", "hessian_trace_se"}:
-            trace, se = deflated_trace(hessian, cfg.hutchinson_probes, lanczos.basis, lanczos.basis_trace, generator)
-            out["critic/hessian_trace"], out["critic/hessian_trace_se"] = trace, se
-        return {k: v for k, v in out.items() if k.partition("/")[2] in metrics}
-
-    def _feature_tag(self, key: str) -> str | None:
-        """``encoder`` → ``encoder``; ``critic_penultimate`` → ``critic``; ``critic_trunk`` → ``critic/trunk``."""
-        module, _, part = key.partition("_")
-        if module not in self._modules:
-            return None
-        return module if part in ("", "penultimate") else f"{module}/{part}"
+    def _layout(self) -> ProbeLayout:
+        """What decides the probe's keys: config, metrics, monitored modules and their activation layers."""
+        return ProbeLayout(self.config, self._metrics, self._modules, self._layers)
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
+
+    def _fold(self) -> None:
+        """Move the captures' counts into the FAU accounts (device ops only)."""
+        self._fau.fold(self._captures)
+
+    @property
+    def _window(self) -> dict[str, Tensor]:
+        """The open log window's FAU counts by module (``(L, 2)``; read by tests/test_interventions_set.py)."""
+        return self._fau.window
 
     def _on_phase(self, modules: tuple[str, ...], active: bool) -> None:
         """Phase listener: count FAU only in the forward that makes a module's loss."""
@@ -890,40 +458,11 @@ class PlasticityMonitor:
             stack = ExitStack()
             skip_encoder = self.updates % self.config.encoder_fau_every_updates != 0
             for name in modules:
-                if name in self._captures and not (name == "encoder" and skip_encoder):
+                if name in self._captures and not (name == ENCODER and skip_encoder):
                     stack.enter_context(self._captures[name].recording())
             self._phase_stacks.append(stack)
         elif self._phase_stacks:
             self._phase_stacks.pop().close()
-
-    def _capture_counts(self, name: str) -> Tensor:
-        """The capture's counts since its last reset, as ``(L, 2)`` int64 (layers not called: 0)."""
-        counts = self._captures[name].counts()
-        zero = torch.zeros(2, dtype=torch.int64, device=self._device)
-        return torch.stack([torch.stack(counts[layer]) if layer in counts else zero for layer in self._layers[name]])
-
-    def _fold(self) -> None:
-        """Move the captures' counts into the window and episode accounts (device ops only)."""
-        for name, capture in self._captures.items():
-            if not capture.counts():
-                continue
-            current = self._capture_counts(name)
-            self._window[name] += current
-            self._episode[name] += current
-            capture.reset()
-
-    def _fau_values(
-        self, counts: Mapping[str, Tensor], metric: str, prefix: str = "", per_layer: bool = True
-    ) -> dict[str, Tensor]:
-        """``{prefix}<module>/{metric}`` (and per layer) from ``(L, 2)`` counts; still device tensors."""
-        values = {}
-        for name, module_counts in counts.items():
-            pooled, layer_fau = _fau(module_counts)
-            values[f"{prefix}{name}/{metric}"] = pooled
-            if per_layer:
-                for i, layer in enumerate(self._layers[name]):
-                    values[f"{prefix}{name}/{layer}/{metric}"] = layer_fau[i]
-        return values
 
     # -- checkpointing ----------------------------------------------------------------------------
 
@@ -939,13 +478,7 @@ class PlasticityMonitor:
             "init_params": self._init_params,
             "probe_values": dict(self._probe_values),
             "probe_records": [record.to_state() for record in self._records],
-            "window": dict(self._window),
-            "episode": dict(self._episode),
-            "last_window": dict(self._last_window),
-            "last_episode": dict(self._last_episode),
-            "first_update": dict(self._first_update),
-            "window_updates": self._window_updates,
-            "episode_updates": self._episode_updates,
+            **self._fau.state_dict(),  # window, episode, last_window, last_episode, first_update, *_updates
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -969,11 +502,6 @@ class PlasticityMonitor:
         self._probe_values = dict(state["probe_values"])
         # checkpoints from before probe records kept only the latest probe values: nothing pending
         self._records = [ProbeRecord.from_state(record) for record in state.get("probe_records", ())]
-        for key in ("window", "episode", "last_window", "last_episode", "first_update"):
-            store = getattr(self, f"_{key}")
-            store.clear()
-            store.update({name: t.to(self._device) for name, t in state[key].items()})
+        self._fau.load_state_dict(state)
         for capture in self._captures.values():
             capture.reset()
-        self._window_updates = int(state["window_updates"])
-        self._episode_updates = int(state["episode_updates"])

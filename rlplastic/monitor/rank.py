@@ -11,7 +11,7 @@ the parameter utilities return device tensors without syncing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -161,17 +161,14 @@ def param_distance(module: nn.Module, init_params: Mapping[str, Tensor]) -> Tens
     return torch.stack(squares).sum().sqrt()
 
 
-def grad_norm(module: nn.Module) -> Tensor:
-    """Global L2 norm of the gradients of ``module``'s parameters (those with a ``.grad``).
+def grad_norm(grads: Iterable[Tensor | None]) -> Tensor:
+    """Global L2 norm ``sqrt(Σ ‖g‖²)`` of gradients, e.g. ``torch.autograd.grad(..., allow_unused=True)``'s
+    or ``[p.grad for p in module.parameters()]`` after ``backward()`` (``None`` entries are skipped).
 
-    Call it after ``backward()`` and before any clipping.
-
-    :param module: Module with at least one parameter.
-    :return: 0-d float32 tensor; 0 if no parameter has a gradient.
+    :param grads: Gradient tensors (or ``None``), summed in float32.
+    :return: 0-d float32 tensor; 0 (on the CPU) if there is no gradient.
     """
-    params = list(_check_module(module).parameters())
-    grads = [p.grad.detach() for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros((), dtype=torch.float32, device=params[0].device)
-    squares = [g.to(torch.float32).square().sum() for g in grads]
+    squares = [g.detach().to(torch.float32).square().sum() for g in grads if g is not None]
+    if not squares:
+        return torch.zeros((), dtype=torch.float32)
     return torch.stack(squares).sum().sqrt()
