@@ -113,7 +113,7 @@ def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> to
 
 
 class DrQV2Agent:
-    """The DrQ-v2 actor-critic, implementing the agent protocol of docs/design.md.
+    """The DrQ-v2 actor-critic; it provides every agent protocol of :mod:`rlplastic.protocols`.
 
     Args:
         obs_shape: (C, H, W) of a stacked pixel observation, or (D,) for states.
