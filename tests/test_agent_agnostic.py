@@ -269,7 +269,6 @@ def test_probe_metrics_are_finite_on_the_fake_agent():
     assert not bad
 
 
-@pytest.mark.xfail(strict=False, reason="expected_tags lists critic/trunk and actor/trunk features for every agent")
 def test_expected_tags_list_only_the_features_the_agents_probe_provides():
     agent, replay = make_agent(), make_replay()
     monitor = make_monitor(modules=["actor", "critic"], metrics=["srank"], probe_every_updates=0, figures=False,

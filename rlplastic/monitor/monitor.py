@@ -204,6 +204,7 @@ class PlasticityMonitor:
         self._init_params: dict[str, dict[str, Tensor]] | None = None
         self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
+        self._probe_features: frozenset[str] | None = None  # feature keys of the agent's probes, once seen
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
         self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probe's target network
@@ -429,6 +430,9 @@ class PlasticityMonitor:
                     if name != CRITIC  # the critic's come from its frozen-loss forward
                 }
             probe = agent.critic_probe(batch, step)
+        # what the agent's probe carries decides the feature tags from now on (expected_tags follows it)
+        self._probe_features = frozenset(probe.features)
+        layout = self._layout()
         ctx = ProbeContext(
             layout, agent, replay, int(step), seed, self.probes, self._device, probe,
             activations={name: capture.activations for name, capture in first_calls.items()},
@@ -439,7 +443,7 @@ class PlasticityMonitor:
 
     def _layout(self) -> ProbeLayout:
         """What decides the probe's keys: config, metrics, monitored modules and their activation layers."""
-        return ProbeLayout(self.config, self._metrics, self._modules, self._layers)
+        return ProbeLayout(self.config, self._metrics, self._modules, self._layers, self._probe_features)
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
 
@@ -477,6 +481,7 @@ class PlasticityMonitor:
             "layers": {name: list(layers) for name, layers in self._layers.items()},
             "init_params": self._init_params,
             "probe_values": dict(self._probe_values),
+            "probe_features": None if self._probe_features is None else sorted(self._probe_features),
             "probe_records": [record.to_state() for record in self._records],
             **self._fau.state_dict(),  # window, episode, last_window, last_episode, first_update, *_updates
         }
@@ -500,6 +505,8 @@ class PlasticityMonitor:
                 for name, params in state["init_params"].items()
             }
         self._probe_values = dict(state["probe_values"])
+        features = state.get("probe_features")  # absent in checkpoints from before it was kept
+        self._probe_features = None if features is None else frozenset(features)
         # checkpoints from before probe records kept only the latest probe values: nothing pending
         self._records = [ProbeRecord.from_state(record) for record in state.get("probe_records", ())]
         self._fau.load_state_dict(state)
