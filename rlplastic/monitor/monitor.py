@@ -481,9 +481,10 @@ class PlasticityMonitor:
             "layers": {name: list(layers) for name, layers in self._layers.items()},
             "init_params": self._init_params,
             "probe_values": dict(self._probe_values),
-            "probe_features": None if self._probe_features is None else sorted(self._probe_features),
             "probe_records": [record.to_state() for record in self._records],
             **self._fau.state_dict(),  # window, episode, last_window, last_episode, first_update, *_updates
+            # the probe features once a probe has shown them (absent before, as in older checkpoints)
+            **({} if self._probe_features is None else {"probe_features": sorted(self._probe_features)}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
