@@ -38,6 +38,7 @@ from rlplastic.agent_hooks import AgentHooks
 from rlplastic.replay import Batch
 
 __all__ = [
+    "CRITIC",
     "PROBE_FEATURES",
     "Agent",
     "Batch",
@@ -56,6 +57,11 @@ __all__ = [
 ]
 
 # -- the agent ----------------------------------------------------------------------------------------
+
+#: The name of the module the library treats as the critic: the monitor's critic metrics (grad norm,
+#: curvature, collapse, target fitting) and the critic-side interventions (SAM, nc_reg, injection's
+#: default) read ``named_modules_for_monitor()["critic"]``.
+CRITIC = "critic"
 
 
 @runtime_checkable

@@ -103,6 +103,7 @@ from rlplastic.monitor.probe_metrics import (
     needs_first_calls,
 )
 from rlplastic.monitor.rank import snapshot_params
+from rlplastic.protocols import Batch, MonitoredAgent, ProbedAgent, Replay
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
@@ -215,7 +216,7 @@ class PlasticityMonitor:
     def attached(self) -> bool:
         return bool(self._modules)
 
-    def attach(self, agent: Any) -> None:
+    def attach(self, agent: MonitoredAgent) -> None:
         """Hook the agent's monitored modules and register the phase listener (once)."""
         if self.attached:
             raise RuntimeError("PlasticityMonitor.attach called twice; build one monitor per agent")
@@ -250,7 +251,7 @@ class PlasticityMonitor:
         elif "drift" in self._metrics:
             self._init_params = {name: snapshot_params(module) for name, module in self._modules.items()}
 
-    def after_intervention(self, agent: Any, modules: Sequence[str], reinitialised: bool = False) -> None:
+    def after_intervention(self, agent: MonitoredAgent, modules: Sequence[str], reinitialised: bool = False) -> None:
         """Follow an intervention that changed ``modules`` (call it right after, outside any update).
 
         Plasticity injection moves a head's layers under new names (``Q1.1`` → ``Q1.base.1``) and adds
@@ -295,7 +296,7 @@ class PlasticityMonitor:
             self._captures[name].remove()
             self._captures[name] = ActivationCapture(layers, count=True)
 
-    def after_update(self, agent: Any, replay: Any, step: int) -> None:
+    def after_update(self, agent: ProbedAgent, replay: Replay, step: int) -> None:
         """Account one gradient update; run a probe when one is due. No host sync unless probing."""
         self.updates += 1
         self._fau.count_update()
@@ -381,7 +382,7 @@ class PlasticityMonitor:
 
     # -- probe ------------------------------------------------------------------------------------
 
-    def probe(self, agent: Any, replay: Any, step: int) -> dict[str, float]:
+    def probe(self, agent: ProbedAgent, replay: Replay, step: int) -> dict[str, float]:
         """Measure the probe metrics now on a fresh probe batch; returns them (keys without ``plasticity/``).
 
         The values also become the latest :meth:`signals` and a :class:`ProbeRecord` at ``step``
@@ -416,7 +417,13 @@ class PlasticityMonitor:
         return values
 
     def _measure(
-        self, agent: Any, replay: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
+        self,
+        agent: ProbedAgent,
+        replay: Replay,
+        batch: Batch,
+        step: int,
+        seed: int,
+        figures: FigureInputs | None = None,
     ) -> dict[str, float]:
         """The probe metrics on ``batch`` (:data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, in order); fills
         ``figures`` (when given) with the arrays the pictures need."""

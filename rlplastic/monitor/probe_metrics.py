@@ -70,6 +70,7 @@ from rlplastic.monitor.rank import (
     srank,
     weight_rms,
 )
+from rlplastic.protocols import CriticProbe, ProbedAgent, Replay
 
 __all__ = ["PROBE_TABLE", "ProbeContext", "ProbeLayout", "ProbeMetric", "expected_keys", "first_call", "measure"]
 
@@ -132,13 +133,13 @@ class ProbeContext:
     """
 
     layout: ProbeLayout
-    agent: Any
-    replay: Any
+    agent: ProbedAgent
+    replay: Replay
     step: int
     seed: int
     index: int
     device: torch.device
-    probe: Any
+    probe: CriticProbe
     activations: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     init_params: Mapping[str, Mapping[str, Tensor]] | None = None
     figures: FigureInputs | None = None
