@@ -103,7 +103,7 @@ from rlplastic.monitor.probe_metrics import (
     needs_first_calls,
 )
 from rlplastic.monitor.rank import snapshot_params
-from rlplastic.protocols import Batch, MonitoredAgent, ProbedAgent, Replay
+from rlplastic.protocols import Batch, MonitoredAgent, ProbedAgent, Replay, require
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
@@ -220,6 +220,9 @@ class PlasticityMonitor:
         """Hook the agent's monitored modules and register the phase listener (once)."""
         if self.attached:
             raise RuntimeError("PlasticityMonitor.attach called twice; build one monitor per agent")
+        require(agent, MonitoredAgent, "the plasticity monitor")
+        if self._metrics & set(PROBE_METRICS) and (self.config.probe_every_updates > 0 or self.config.probe_at_start):
+            require(agent, ProbedAgent, f"the monitor's probe metrics ({sorted(self._metrics & set(PROBE_METRICS))})")
         available = agent.named_modules_for_monitor()
         missing = [m for m in self.config.modules if m not in available]
         if missing:
