@@ -5,7 +5,7 @@ torch agent that provides the part of this contract they use. Each part is a :cl
 
 ========================  =====================================================================
 :class:`Agent`            what the training loop calls: ``act``, ``update``, ``state_dict``, ``load_state_dict``
-:class:`MonitoredAgent`   + ``hooks`` (:class:`~rlplastic.agent_hooks.AgentHooks`),
+:class:`MonitoredAgent`   ``hooks`` (:class:`~rlplastic.agent_hooks.AgentHooks`),
                           ``named_modules_for_monitor()``, ``optimizers()``: the monitor's FAU,
                           regularizers and SAM
 :class:`ProbedAgent`      + ``critic_probe(batch, step) -> CriticProbe``: the monitor's probe metrics
@@ -38,6 +38,7 @@ from rlplastic.agent_hooks import AgentHooks
 from rlplastic.replay import Batch
 
 __all__ = [
+    "CRITIC",
     "PROBE_FEATURES",
     "Agent",
     "Batch",
@@ -56,6 +57,11 @@ __all__ = [
 ]
 
 # -- the agent ----------------------------------------------------------------------------------------
+
+#: The name of the module the library treats as the critic: the monitor's critic metrics (grad norm,
+#: curvature, collapse, target fitting) and the critic-side interventions (SAM, nc_reg, injection's
+#: default) read ``named_modules_for_monitor()["critic"]``.
+CRITIC = "critic"
 
 
 @runtime_checkable
@@ -83,8 +89,9 @@ class Agent(Protocol):
 
 
 @runtime_checkable
-class MonitoredAgent(Agent, Protocol):
-    """An agent the monitor, the regularizers and SAM can plug into.
+class MonitoredAgent(Protocol):
+    """An agent the monitor, the regularizers and SAM can plug into (with or without the trainer's
+    :class:`Agent` methods: a loop of your own may drive it).
 
     Attributes:
         hooks: the agent's :class:`~rlplastic.agent_hooks.AgentHooks`. The agent wraps each forward

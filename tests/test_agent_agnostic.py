@@ -269,7 +269,6 @@ def test_probe_metrics_are_finite_on_the_fake_agent():
     assert not bad
 
 
-@pytest.mark.xfail(strict=False, reason="expected_tags lists critic/trunk and actor/trunk features for every agent")
 def test_expected_tags_list_only_the_features_the_agents_probe_provides():
     agent, replay = make_agent(), make_replay()
     monitor = make_monitor(modules=["actor", "critic"], metrics=["srank"], probe_every_updates=0, figures=False,
@@ -510,3 +509,22 @@ def test_the_own_agent_example_runs_and_prints_fau_and_rr():
     assert faus and all(0 < f <= 1 for f in faus), result.stdout
     assert ratios and set(ratios) <= {1.0, 2.0}, result.stdout
     assert "final RR" in result.stdout.splitlines()[-1]
+
+
+
+class UnprobedAC(StateAC):
+    """The full contract but no ``critic_probe``: FAU works, probes cannot."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "critic_probe":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_the_monitor_refuses_at_attach_an_agent_without_the_probe_protocol():
+    torch.manual_seed(0)
+    refusal = r"probe metrics \(\['srank'\]\) needs an agent with ProbedAgent.*UnprobedAC has no critic_probe\(\)"
+    with pytest.raises(ValueError, match=refusal):
+        make_monitor(modules=["critic"], metrics=["srank"]).attach(UnprobedAC())
+    # FAU alone needs no probe
+    make_monitor(modules=["critic"], metrics=["fau"], probe_every_updates=0, probe_at_start=False).attach(UnprobedAC())

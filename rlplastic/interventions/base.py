@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from rlplastic.interventions.triggers import ThresholdTrigger, Trigger, make_trigger
-from rlplastic.protocols import Monitor, MonitoredAgent, Replay
+from rlplastic.protocols import CRITIC, Monitor, MonitoredAgent, Replay
 from rlplastic.registry import Registry
 
 __all__ = [
@@ -42,8 +42,6 @@ __all__ = [
     "critic_penultimate_layer",
 ]
 
-#: The module the critic-side interventions act on (SAM's step rule, the NC regularizer, injection's default).
-CRITIC = "critic"
 
 #: A firing's flat report, logged as ``events/<name>/<key>``.
 Report = dict[str, float]

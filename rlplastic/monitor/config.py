@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rlplastic.monitor.fitting import FIT_TARGETS
+from rlplastic.protocols import CRITIC  # the critic metrics' module; its dormant units come from the frozen loss
 
 __all__ = [
     "ACTOR",
@@ -35,9 +36,6 @@ __all__ = [
     "config_from_mapping",
 ]
 
-#: The module the critic metrics (grad norm, curvature, collapse, fitting) read: the agent's module named
-#: ``critic`` (rlplastic/protocols.py), also the module whose dormant units come from the frozen-loss forward.
-CRITIC = "critic"
 #: The module whose FAU ``encoder_fau_every_updates`` may count on every k-th update only.
 ENCODER = "encoder"
 #: The policy network.

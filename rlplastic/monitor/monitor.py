@@ -103,6 +103,7 @@ from rlplastic.monitor.probe_metrics import (
     needs_first_calls,
 )
 from rlplastic.monitor.rank import snapshot_params
+from rlplastic.protocols import Batch, MonitoredAgent, ProbedAgent, Replay, require
 
 __all__ = ["METRICS", "METRIC_GROUPS", "MODULES", "MonitorConfig", "PlasticityMonitor", "ProbeRecord", "make_monitor"]
 
@@ -204,6 +205,7 @@ class PlasticityMonitor:
         self._init_params: dict[str, dict[str, Tensor]] | None = None
         self._param_refs: dict[str, dict[str, nn.Parameter]] = {}  # to follow parameters by identity
         self._probe_values: dict[str, float] = {}  # latest value of every probe metric
+        self._probe_features: frozenset[str] | None = None  # feature keys of the agent's probes, once seen
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
         self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probe's target network
@@ -214,10 +216,13 @@ class PlasticityMonitor:
     def attached(self) -> bool:
         return bool(self._modules)
 
-    def attach(self, agent: Any) -> None:
+    def attach(self, agent: MonitoredAgent) -> None:
         """Hook the agent's monitored modules and register the phase listener (once)."""
         if self.attached:
             raise RuntimeError("PlasticityMonitor.attach called twice; build one monitor per agent")
+        require(agent, MonitoredAgent, "the plasticity monitor")
+        if self._metrics & set(PROBE_METRICS) and (self.config.probe_every_updates > 0 or self.config.probe_at_start):
+            require(agent, ProbedAgent, f"the monitor's probe metrics ({sorted(self._metrics & set(PROBE_METRICS))})")
         available = agent.named_modules_for_monitor()
         missing = [m for m in self.config.modules if m not in available]
         if missing:
@@ -249,7 +254,7 @@ class PlasticityMonitor:
         elif "drift" in self._metrics:
             self._init_params = {name: snapshot_params(module) for name, module in self._modules.items()}
 
-    def after_intervention(self, agent: Any, modules: Sequence[str], reinitialised: bool = False) -> None:
+    def after_intervention(self, agent: MonitoredAgent, modules: Sequence[str], reinitialised: bool = False) -> None:
         """Follow an intervention that changed ``modules`` (call it right after, outside any update).
 
         Plasticity injection moves a head's layers under new names (``Q1.1`` → ``Q1.base.1``) and adds
@@ -294,7 +299,7 @@ class PlasticityMonitor:
             self._captures[name].remove()
             self._captures[name] = ActivationCapture(layers, count=True)
 
-    def after_update(self, agent: Any, replay: Any, step: int) -> None:
+    def after_update(self, agent: ProbedAgent, replay: Replay, step: int) -> None:
         """Account one gradient update; run a probe when one is due. No host sync unless probing."""
         self.updates += 1
         self._fau.count_update()
@@ -380,7 +385,7 @@ class PlasticityMonitor:
 
     # -- probe ------------------------------------------------------------------------------------
 
-    def probe(self, agent: Any, replay: Any, step: int) -> dict[str, float]:
+    def probe(self, agent: ProbedAgent, replay: Replay, step: int) -> dict[str, float]:
         """Measure the probe metrics now on a fresh probe batch; returns them (keys without ``plasticity/``).
 
         The values also become the latest :meth:`signals` and a :class:`ProbeRecord` at ``step``
@@ -415,7 +420,13 @@ class PlasticityMonitor:
         return values
 
     def _measure(
-        self, agent: Any, replay: Any, batch: Any, step: int, seed: int, figures: FigureInputs | None = None
+        self,
+        agent: ProbedAgent,
+        replay: Replay,
+        batch: Batch,
+        step: int,
+        seed: int,
+        figures: FigureInputs | None = None,
     ) -> dict[str, float]:
         """The probe metrics on ``batch`` (:data:`~rlplastic.monitor.probe_metrics.PROBE_TABLE`, in order); fills
         ``figures`` (when given) with the arrays the pictures need."""
@@ -429,6 +440,9 @@ class PlasticityMonitor:
                     if name != CRITIC  # the critic's come from its frozen-loss forward
                 }
             probe = agent.critic_probe(batch, step)
+        # what the agent's probe carries decides the feature tags from now on (expected_tags follows it)
+        self._probe_features = frozenset(probe.features)
+        layout = self._layout()
         ctx = ProbeContext(
             layout, agent, replay, int(step), seed, self.probes, self._device, probe,
             activations={name: capture.activations for name, capture in first_calls.items()},
@@ -439,7 +453,7 @@ class PlasticityMonitor:
 
     def _layout(self) -> ProbeLayout:
         """What decides the probe's keys: config, metrics, monitored modules and their activation layers."""
-        return ProbeLayout(self.config, self._metrics, self._modules, self._layers)
+        return ProbeLayout(self.config, self._metrics, self._modules, self._layers, self._probe_features)
 
     # -- FAU bookkeeping --------------------------------------------------------------------------
 
@@ -479,6 +493,8 @@ class PlasticityMonitor:
             "probe_values": dict(self._probe_values),
             "probe_records": [record.to_state() for record in self._records],
             **self._fau.state_dict(),  # window, episode, last_window, last_episode, first_update, *_updates
+            # the probe features once a probe has shown them (absent before, as in older checkpoints)
+            **({} if self._probe_features is None else {"probe_features": sorted(self._probe_features)}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -500,6 +516,8 @@ class PlasticityMonitor:
                 for name, params in state["init_params"].items()
             }
         self._probe_values = dict(state["probe_values"])
+        features = state.get("probe_features")  # absent in checkpoints from before it was kept
+        self._probe_features = None if features is None else frozenset(features)
         # checkpoints from before probe records kept only the latest probe values: nothing pending
         self._records = [ProbeRecord.from_state(record) for record in state.get("probe_records", ())]
         self._fau.load_state_dict(state)

@@ -70,6 +70,7 @@ from rlplastic.monitor.rank import (
     srank,
     weight_rms,
 )
+from rlplastic.protocols import CriticProbe, ProbedAgent, Replay
 
 __all__ = ["PROBE_TABLE", "ProbeContext", "ProbeLayout", "ProbeMetric", "expected_keys", "first_call", "measure"]
 
@@ -88,20 +89,27 @@ class ProbeLayout:
         metrics: the enabled metric names (groups expanded).
         modules: the monitored modules (with parameters), by name.
         layers: each module's counted activation layers (modules without any are absent).
+        probe_features: the feature keys the agent's probes carry, once a probe has run (``None``
+            before: every key of :data:`~rlplastic.protocols.PROBE_FEATURES` is assumed).
     """
 
     config: MonitorConfig
     metrics: frozenset[str]
     modules: Mapping[str, nn.Module]
     layers: Mapping[str, Mapping[str, nn.Module]]
+    probe_features: frozenset[str] | None = None
 
     def enabled(self, names: tuple[str, ...]) -> list[str]:
         """The enabled ones of ``names``, in their order."""
         return [name for name in names if name in self.metrics]
 
     def feature_tags(self) -> dict[str, str]:
-        """Probe feature → the tag of its metrics, for the features whose module is monitored."""
-        return {key: tag for key, tag in FEATURE_TAGS.items() if tag.partition("/")[0] in self.modules}
+        """Probe feature → the tag of its metrics, for the features whose module is monitored (and that the
+        agent's probes carry, once known)."""
+        return {
+            key: tag for key, tag in FEATURE_TAGS.items()
+            if tag.partition("/")[0] in self.modules and (self.probe_features is None or key in self.probe_features)
+        }  # fmt: skip
 
 
 @dataclass
@@ -125,13 +133,13 @@ class ProbeContext:
     """
 
     layout: ProbeLayout
-    agent: Any
-    replay: Any
+    agent: ProbedAgent
+    replay: Replay
     step: int
     seed: int
     index: int
     device: torch.device
-    probe: Any
+    probe: CriticProbe
     activations: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     init_params: Mapping[str, Mapping[str, Tensor]] | None = None
     figures: FigureInputs | None = None
