@@ -14,10 +14,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from agents.drqv2 import DrQV2Agent
+from rlplastic.agent_hooks import AgentHooks
 from rlplastic.augment import RandomShift
 from rlplastic.logger import read_scalars_csv
 from rlplastic.monitor import ActivationCapture, MonitorConfig, PlasticityMonitor, ProbeRecord, make_monitor
 from rlplastic.monitor.figures import FIGURE_TAGS
+from rlplastic.protocols import CriticProbe
 from rlplastic.replay import ReplayBuffer
 from tests.factories import checkpoint_round_trip
 
@@ -235,14 +237,15 @@ class _TinyAgent:
     """An agent with one monitored module, ``critic``, built from ``layers``; its update is one loss forward."""
 
     def __init__(self, *layers: torch.nn.Module) -> None:
-        from rlplastic.agent_hooks import AgentHooks
-
         torch.manual_seed(0)
         self.hooks = AgentHooks()
         self.critic = torch.nn.Sequential(*layers)
 
     def named_modules_for_monitor(self):
         return {"encoder": torch.nn.Identity(), "critic": self.critic}  # the identity: skipped silently
+
+    def optimizers(self):
+        return {}
 
     def update(self, x: torch.Tensor) -> None:
         with self.hooks.loss_phase("critic"):
@@ -283,8 +286,12 @@ def test_a_module_without_a_countable_activation_is_refused_naming_what_it_has()
     with pytest.raises(ValueError, match=r"found: no torch.nn activation module"):
         PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["fau"])).attach(_TinyAgent(nn.Linear(3, 1)))
     # without FAU and dormant the module is monitored (norms, ranks), with no activation layer
+    class ProbedTinyAgent(_TinyAgent):
+        def critic_probe(self, batch, step):
+            return CriticProbe(loss_fn=lambda: self.critic(batch).sum(), params=list(self.critic.parameters()))
+
     monitor = PlasticityMonitor(MonitorConfig(modules=TINY_MODULES, metrics=["weight_norm"]))
-    monitor.attach(_TinyAgent(*layers))
+    monitor.attach(ProbedTinyAgent(*layers))
     assert monitor.expected_tags() == ["plasticity/critic/weight_norm", "time/probe_s", "time/figures_s"]
 
 
@@ -608,6 +615,11 @@ def test_config_names_are_validated_in_one_error():
     assert make_monitor(enabled=False) is None
 
     class NoEncoderAgent:
+        hooks = AgentHooks()
+
+        def optimizers(self):
+            return {}
+
         def named_modules_for_monitor(self):
             return {"critic": torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())}
 

@@ -221,8 +221,6 @@ class PlasticityMonitor:
         if self.attached:
             raise RuntimeError("PlasticityMonitor.attach called twice; build one monitor per agent")
         require(agent, MonitoredAgent, "the plasticity monitor")
-        if self._metrics & set(PROBE_METRICS) and (self.config.probe_every_updates > 0 or self.config.probe_at_start):
-            require(agent, ProbedAgent, f"the monitor's probe metrics ({sorted(self._metrics & set(PROBE_METRICS))})")
         available = agent.named_modules_for_monitor()
         missing = [m for m in self.config.modules if m not in available]
         if missing:
@@ -239,6 +237,8 @@ class PlasticityMonitor:
                 raise ValueError(_no_activation_layer(name, module))
         if not self._modules:
             raise ValueError(f"none of monitor.modules {list(self.config.modules)} has parameters to monitor")
+        if self._metrics & set(PROBE_METRICS) and (self.config.probe_every_updates > 0 or self.config.probe_at_start):
+            require(agent, ProbedAgent, f"the monitor's probe metrics ({sorted(self._metrics & set(PROBE_METRICS))})")
         self._device = next(next(iter(self._modules.values())).parameters()).device
         layer_names = {name: list(layers) for name, layers in self._layers.items()}
         self._fau.open(layer_names, self._device, counting="fau" in self._metrics)
