@@ -61,6 +61,21 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", name)
 
 
+#: Above this many variants the legend goes beside the panels instead of over the first one's data.
+_LEGEND_INSIDE_MAX = 6
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    """The variants' legend from ``ax``: inside it for a few variants, to the right of the figure for a sweep."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if len(handles) <= _LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=7)
+    else:
+        fig.legend(handles, labels, loc="outside right center", fontsize=7, ncols=1 + len(handles) // 25)
+
+
 def _new_figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (7.0, 4.2)) -> tuple[Any, Any]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -195,8 +210,7 @@ def plasticity_figure(task: str, groups: dict[str, list[Run]], tags: list[str], 
         ax.set_title(tag.removeprefix("plasticity/"), fontsize=9)
     for ax in list(axes.flat)[len(tags) :]:
         ax.set_axis_off()
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=7)
+    _legend(fig, axes[0, 0])
     fig.suptitle(f"{task}: plasticity, mean ± 95% CI", fontsize=10)
     return fig
 
@@ -272,8 +286,7 @@ def scatter_figure(task: str, runs: Sequence[Run], row: dict[str, Any], ctx: Plo
         ax.set_ylabel(title)
         ax.set_title(f"ρ = {format_rho(row[target])}, {pairs.x.size} pairs, {pairs.n_runs} runs", fontsize=9)
         ax.grid(alpha=0.3)
-    if axes[0, 0].get_legend_handles_labels()[0]:
-        axes[0, 0].legend(fontsize=7)
+    _legend(fig, axes[0, 0])
     fig.suptitle(f"{task}: {signal} against plasticity loss and return gain", fontsize=10)
     return fig
 
