@@ -401,13 +401,16 @@ class DrQV2Agent:
         with torch.no_grad():
             # Each network's first forward here is on the probe observations (the monitor reads
             # dormant units from first forwards), before the TD target runs them on next states.
-            features = self.encoder(obs.float())
+            obs = obs.float()  # the encoder's input, kept for the encoder+critic fitting probe
+            features = self.encoder(obs)
             actor_trunk = self.actor.trunk(features)
             self.actor(features, schedule(self.stddev_schedule, step))
             with self._eager():  # probes run eagerly: no recompiles for their hooks and batch size
                 target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
         extra = {"encoder": features, "actor_trunk": actor_trunk}
-        return CriticProbe.of_twin_q_critic(self.critic, features, batch.action, target, _twin_q_loss, extra)
+        return CriticProbe.of_twin_q_critic(
+            self.critic, features, batch.action, target, _twin_q_loss, extra, encoder_inputs=(obs,)
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -383,13 +383,16 @@ class SACAgent:
             obs, next_obs = self.aug(obs), self.aug(next_obs)
         action = batch.action
         with torch.no_grad():
-            features = self.encoder(obs.float())
+            obs = obs.float()  # the encoder's input, kept for the encoder+critic fitting probe
+            features = self.encoder(obs)
             self.actor(features)
             self.critic(features, action)
             target = self.soft_td_target(self.encoder(next_obs.float()), batch.reward, batch.discount)
             actor_trunk = self.actor.trunk(features)
         extra = {"encoder": features, "actor_trunk": actor_trunk}
-        return CriticProbe.of_twin_q_critic(self.critic, features, action, target, _twin_q_loss, extra)
+        return CriticProbe.of_twin_q_critic(
+            self.critic, features, action, target, _twin_q_loss, extra, encoder_inputs=(obs,)
+        )
 
     def _optimizers_of(self, *names: str) -> list[torch.optim.Optimizer]:
         return [self._optimizers[n] for n in names if n in self._optimizers]

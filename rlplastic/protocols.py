@@ -131,6 +131,10 @@ class CriticProbe:
         head_bias: its bias (a 0-d tensor).
         critic_inputs: the frozen, detached inputs of the critic's forward, so that ``critic(*critic_inputs)``
             is the probe forward; the target-fitting probe trains a copy of the critic on them. Empty: no fitting.
+        encoder_inputs: the frozen, detached input of the encoder's forward on the probe batch (the augmented
+            observations as the encoder sees them), so that ``critic(encoder(*encoder_inputs), critic_inputs[1])``
+            is the probe forward from observations; the encoder+critic fitting probe (``monitor.fit_encoder``)
+            trains a copy of both on them. Empty: no encoder+critic fitting.
     """
 
     loss_fn: Callable[[], Tensor]
@@ -141,6 +145,7 @@ class CriticProbe:
     head_weight: Tensor | None = None
     head_bias: Tensor | None = None
     critic_inputs: tuple[Tensor, ...] = ()
+    encoder_inputs: tuple[Tensor, ...] = ()
 
     @classmethod
     def of_twin_q_critic(
@@ -151,6 +156,7 @@ class CriticProbe:
         td_target: Tensor,
         loss: Callable[[Tensor, Tensor, Tensor], Tensor],
         extra_features: Mapping[str, Tensor] | None = None,
+        encoder_inputs: Sequence[Tensor] = (),
     ) -> CriticProbe:
         """The probe of a critic built like DrQ-v2's: ``trunk`` on the features, then heads ``Q1``, ``Q2``
         (``nn.Sequential`` ending in a Linear) on ``[trunk(features), action]``.
@@ -162,6 +168,8 @@ class CriticProbe:
             td_target: the frozen TD target, shape (n, 1).
             loss: ``loss(q1, q2, td_target)``, the agent's critic loss.
             extra_features: more :data:`PROBE_FEATURES` entries (``encoder``, ``actor_trunk``).
+            encoder_inputs: the encoder's frozen input that gave ``features`` (the augmented observations), for
+                the encoder+critic fitting probe; empty: none.
         """
         with torch.no_grad():
             critic_trunk = critic.trunk(features)
@@ -178,6 +186,7 @@ class CriticProbe:
             head_weight=head.weight.detach().squeeze(0),
             head_bias=head.bias.detach().squeeze(0),
             critic_inputs=(features, action),
+            encoder_inputs=tuple(t.detach() for t in encoder_inputs),
         )
 
 

@@ -650,9 +650,9 @@ def test_monitor_configs_compose():
 # -- end to end -----------------------------------------------------------------------------------
 
 
-def expected_tags(recent: bool = False) -> set[str]:
+def expected_tags(recent: bool = False, fit_encoder: bool = False) -> set[str]:
     """Every plasticity tag the monitor with every metric logs for the pixel DrQ-v2 agent (``recent``: and
-    ``collapse_recent``, as ``monitor=full``)."""
+    ``collapse_recent``, ``fit_encoder``: and the encoder+critic fit, both as ``monitor=full``)."""
     tags = {"time/probe_s"}
     for module, layers in LAYERS.items():
         for metric in ("fau", "dormant"):
@@ -665,6 +665,8 @@ def expected_tags(recent: bool = False) -> set[str]:
               "nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1", "fit_loss", "fit_auc")  # fmt: skip
     if recent:
         critic += tuple(f"{m}_recent" for m in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "nc4", "nrc1"))
+    if fit_encoder:
+        critic += ("fit_loss_encoder", "fit_auc_encoder")
     return tags | {f"plasticity/critic/{m}" for m in critic}
 
 
@@ -737,7 +739,7 @@ def test_end_to_end_every_probe_is_logged_at_its_frame_with_its_figures(full_mon
     run_dir, monitor = full_monitor_run
     scalars = read_scalars_csv(run_dir / "scalars.csv")
     logged = {tag for tag in scalars if tag.startswith("plasticity/") or tag in ("time/probe_s", "time/figures_s")}
-    assert logged == set(monitor.expected_tags()) == expected_tags(recent=True) | {"time/figures_s"}
+    assert logged == set(monitor.expected_tags()) == expected_tags(recent=True, fit_encoder=True) | {"time/figures_s"}
     assert all(np.isfinite(value) for tag in logged for _, value in scalars[tag])
     probe_frames = [80, 136, 200]  # updates 1, 8, 16 run at agent steps 10, 17, 25 (action repeat 8)
     assert [frame for frame, _ in scalars["plasticity/critic/nc1"]] == probe_frames

@@ -349,6 +349,7 @@ def test_critic_probe_is_the_frozen_soft_td_loss_and_changes_nothing():
     probe = agent.critic_probe(batch, step=0)
     features, action = probe.critic_inputs
     q1, q2 = agent.critic(features, action)
+    torch.testing.assert_close(agent.encoder(*probe.encoder_inputs), features)  # the frozen augmented obs
     y = probe.td_target.unsqueeze(-1)
     torch.testing.assert_close(probe.loss_fn(), F.mse_loss(q1, y) + F.mse_loss(q2, y))
     torch.testing.assert_close(probe.q, q1.squeeze(-1).detach())

@@ -145,6 +145,13 @@ class MonitorConfig:
             (null) = the whole probe batch on every step (<= ``probe_batch_size``).
         fit_target: ``fresh_network`` (the outputs of a freshly initialised critic, via
             ``agent.fresh_module("critic")``) or ``random_projection`` (a Gaussian linear map of the inputs).
+        fit_encoder: also fit a copy of the encoder *and* the critic end to end, on the probe's frozen augmented
+            observations (``CriticProbe.encoder_inputs``) and actions, to fresh targets of the same kind (a fresh
+            encoder+critic, or a random projection of the observations), as ``critic/fit_loss_encoder`` and
+            ``critic/fit_auc_encoder`` (for the enabled fitting metrics). Needs the encoder among the monitored
+            modules with parameters: skipped (no tags) for the states-mode identity encoder, where it would equal
+            the critic-only fit. At DrQ-v2 sizes it costs far more than the critic-only fit (the conv encoder's
+            forward and backward at every step: ``bench/monitor_overhead.py``).
         figures: draw pictures at each probe (:mod:`rlplastic.monitor.figures`; ~0.3 s per figure on a
             CPU), each from what the probe measures anyway: ``activity`` (per-layer active and dormant
             fractions; needs ``dormant``), ``critic_spectrum`` (needs ``srank`` or ``erank``),
@@ -177,6 +184,7 @@ class MonitorConfig:
     fit_lr: float | None = None
     fit_batch: int | None = None
     fit_target: str = "fresh_network"
+    fit_encoder: bool = False
     figures: bool = True
     seed: int = 0
 
@@ -226,6 +234,8 @@ class MonitorConfig:
             )
         if self.fit_target not in FIT_TARGETS:
             raise ValueError(f"monitor.fit_target={self.fit_target!r} is not one of {list(FIT_TARGETS)}")
+        if not isinstance(self.fit_encoder, bool):
+            raise ValueError(f"monitor.fit_encoder={self.fit_encoder!r} must be true or false")
         if not isinstance(self.collapse_recent, bool):
             raise ValueError(f"monitor.collapse_recent={self.collapse_recent!r} must be true or false")
         if not isinstance(self.figures, bool):

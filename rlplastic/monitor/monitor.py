@@ -53,6 +53,9 @@ passes draw random numbers):
   optimizer left behind) takes ``fit_steps`` Adam steps on the probe's frozen encoder features and
   actions to add fresh standardised targets to its outputs; ``fit_loss`` is the normalised final loss
   (1 = no fit) and ``fit_auc`` the area under the fitting curve; protocol in :mod:`rlplastic.monitor.fitting`.
+  With ``fit_encoder`` the same for a copy of the encoder *and* the critic, end to end on the probe's frozen
+  augmented observations and actions (``CriticProbe.encoder_inputs``), as ``fit_loss_encoder`` and
+  ``fit_auc_encoder``; only for a monitored encoder with parameters (none in states mode).
 
 Tags are ``plasticity/<module>/<metric>`` and ``plasticity/<module>/<layer>/<metric>``; layer names
 are the activation layer's qualified name inside its module (``Q1.1``, ``Q1.3``, ``policy.1``, ``convnet.1``),
@@ -208,7 +211,7 @@ class PlasticityMonitor:
         self._probe_features: frozenset[str] | None = None  # feature keys of the agent's probes, once seen
         self._records: list[ProbeRecord] = []  # probes not yet popped, oldest first
         self._pending_state: dict[str, Any] | None = None
-        self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probe's target network
+        self._probe_cache: dict[str, Any] = {}  # kept across probes: the fitting probes' target networks
 
     # -- trainer protocol -------------------------------------------------------------------------
 

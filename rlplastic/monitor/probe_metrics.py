@@ -12,8 +12,9 @@ probe's seed; the passes that draw random numbers do it in this fixed order, so 
 reproducible: ``agent.critic_probe`` (augmentation, TD-target noise) before any entry; the Lanczos run
 and then the Hutchinson probes of the deflated trace from one generator seeded with the probe's seed
 (:func:`hessian`, on HVP probes only); the fitting probe's fresh target network (built once, from the
-monitor's seed), its random projection and its minibatches (:func:`fitting`, own seeds); and the
-recent-data collapse pass, which reseeds torch first (:func:`recent_collapse`).
+monitor's seed), its random projection and its minibatches (:func:`fitting`, own seeds); the
+recent-data collapse pass, which reseeds torch first (:func:`recent_collapse`); and last the encoder+critic
+fitting probe's (:func:`fitting_encoder`, own seeds, apart from the critic-only ones).
 
 What each metric means and how it is measured is in :mod:`rlplastic.monitor.monitor`'s docstring and in
 the modules of the building blocks (:mod:`~rlplastic.monitor.activity`, :mod:`~rlplastic.monitor.rank`,
@@ -36,6 +37,7 @@ from rlplastic.monitor.config import (
     COLLAPSE_METRICS,
     CRITIC,
     CRITIC_PENULTIMATE,
+    ENCODER,
     FEATURE_TAGS,
     FITTING_METRICS,
     LANCZOS_METRICS,
@@ -72,10 +74,21 @@ from rlplastic.monitor.rank import (
 )
 from rlplastic.protocols import CriticProbe, ProbedAgent, Replay
 
-__all__ = ["PROBE_TABLE", "ProbeContext", "ProbeLayout", "ProbeMetric", "expected_keys", "first_call", "measure"]
+__all__ = [
+    "PROBE_TABLE",
+    "EncoderCritic",
+    "ProbeContext",
+    "ProbeLayout",
+    "ProbeMetric",
+    "expected_keys",
+    "first_call",
+    "measure",
+]
 
 # Offset of the fitting probe's seeds (target function, minibatches) from the monitor's and the probe's seed.
 _FIT_STREAM = 0x666974  # "fit"
+# ... and of the encoder+critic fitting probe's.
+_FIT_ENCODER_STREAM = 0x666974656E63  # "fitenc"
 # Offset of the torch seed of the recent-data collapse pass from the probe's seed.
 _RECENT_STREAM = 0x726563656E74  # "recent"
 
@@ -129,7 +142,8 @@ class ProbeContext:
             when an entry needs first calls; the dormant entry empties it once read).
         init_params: the parameters ``drift`` is measured from (``None`` without ``drift``).
         figures: the arrays the probe's pictures are drawn from, filled by the entries (``None``: no figures).
-        cache: kept by the monitor across probes (the fitting probe's target network, ``fit_target_net``).
+        cache: kept by the monitor across probes (the fitting probes' target networks, ``fit_target_net`` and
+            ``fit_encoder_target_net``).
     """
 
     layout: ProbeLayout
@@ -167,6 +181,7 @@ class ProbeMetric:
         module: the monitored module it needs (the critic's metrics: :data:`~rlplastic.monitor.config.CRITIC`).
         feature: the probe feature it needs (:data:`~rlplastic.protocols.PROBE_FEATURES`); skipped without it.
         critic_inputs: it needs the probe's frozen critic inputs (``CriticProbe.critic_inputs``).
+        encoder_inputs: it needs the probe's frozen encoder input (``CriticProbe.encoder_inputs``).
         hvp: it takes Hessian-vector products: runs on every ``curvature_every_probes``-th probe only.
         first_calls: it reads the activations of each module's first forward inside ``critic_probe``.
     """
@@ -177,6 +192,7 @@ class ProbeMetric:
     module: str | None = None
     feature: str | None = None
     critic_inputs: bool = False
+    encoder_inputs: bool = False
     hvp: bool = False
     first_calls: bool = False
 
@@ -195,6 +211,8 @@ class ProbeMetric:
         if self.hvp and ctx.index % ctx.config.curvature_every_probes != 0:
             return False  # the HVP metrics dominate a probe's cost
         if self.feature is not None and self.feature not in ctx.probe.features:
+            return False
+        if self.encoder_inputs and not ctx.probe.encoder_inputs:
             return False
         return not (self.critic_inputs and not ctx.probe.critic_inputs)
 
@@ -377,28 +395,79 @@ def _recent_keys(layout: ProbeLayout) -> list[str]:
 
 def fitting(ctx: ProbeContext) -> dict[str, float]:
     """``critic/fit_loss`` and ``critic/fit_auc``: a copy of the critic fitted to fresh targets."""
-    cfg, critic, inputs = ctx.config, ctx.layout.modules[CRITIC], ctx.probe.critic_inputs
-    device = inputs[0].device
+    critic = ctx.layout.modules[CRITIC]
+
+    def fresh_critic() -> nn.Module:
+        agent = ctx.agent
+        return agent.fresh_module(CRITIC) if hasattr(agent, "fresh_module") else _reinitialised(critic)
+
+    return _fit(ctx, critic, ctx.probe.critic_inputs, fresh_critic, "fit_target_net", _FIT_STREAM, "")
+
+
+def fitting_encoder(ctx: ProbeContext) -> dict[str, float]:
+    """``critic/fit_loss_encoder`` and ``critic/fit_auc_encoder``: a copy of the encoder and the critic, end to
+    end on the frozen augmented observations and actions, fitted to fresh targets (own seeds)."""
+    encoder, critic, num_obs = ctx.layout.modules[ENCODER], ctx.layout.modules[CRITIC], len(ctx.probe.encoder_inputs)
+
+    def fresh_encoder_critic() -> nn.Module:
+        # built in the agent's construction order: encoder, then critic
+        agent = ctx.agent
+        if hasattr(agent, "fresh_module"):
+            return EncoderCritic(agent.fresh_module(ENCODER), agent.fresh_module(CRITIC), num_obs)
+        return EncoderCritic(_reinitialised(encoder), _reinitialised(critic), num_obs)
+
+    inputs = (*ctx.probe.encoder_inputs, *ctx.probe.critic_inputs[1:])  # observations, actions
+    network = EncoderCritic(encoder, critic, num_obs)
+    return _fit(ctx, network, inputs, fresh_encoder_critic, "fit_encoder_target_net", _FIT_ENCODER_STREAM, "_encoder")
+
+
+class EncoderCritic(nn.Module):
+    """``critic(encoder(*obs), *rest)``: the critic's forward from the encoder's input (the first ``num_inputs``
+    arguments), for the encoder+critic fitting probe; holds the two modules themselves (not copies)."""
+
+    def __init__(self, encoder: nn.Module, critic: nn.Module, num_inputs: int = 1) -> None:
+        super().__init__()
+        self.encoder, self.critic, self.num_inputs = encoder, critic, num_inputs
+
+    def forward(self, *inputs: Tensor) -> Any:
+        return self.critic(self.encoder(*inputs[: self.num_inputs]), *inputs[self.num_inputs :])
+
+
+def _fit(
+    ctx: ProbeContext,
+    network: nn.Module,
+    inputs: tuple[Tensor, ...],
+    build_fresh: Callable[[], nn.Module],
+    cache_key: str,
+    stream: int,
+    suffix: str,
+) -> dict[str, float]:
+    """``critic/<metric><suffix>`` of the enabled fitting metrics: a copy of ``network`` fitted on ``inputs``."""
+    cfg, device = ctx.config, inputs[0].device
     # The target *function* is the same at every probe of a run (drawn from the monitor seed alone), so
-    # the probes compare like with like; the fresh critic is built once and kept (rebuilt identically
+    # the probes compare like with like; the fresh network is built once and kept (rebuilt identically
     # after a resume). Minibatches draw from the probe's own seed.
-    target_seed = (cfg.seed + _FIT_STREAM) % 2**63
+    target_seed = (cfg.seed + stream) % 2**63
     if cfg.fit_target == "fresh_network":
-        if ctx.cache.get("fit_target_net") is None:
+        if ctx.cache.get(cache_key) is None:
             seed_torch(target_seed, ctx.device)
-            agent = ctx.agent
-            fresh = agent.fresh_module(CRITIC) if hasattr(agent, "fresh_module") else _reinitialised(critic)
-            ctx.cache["fit_target_net"] = detached_copy(fresh).requires_grad_(False)
-        targets = fresh_network_targets(ctx.cache["fit_target_net"], inputs)
+            ctx.cache[cache_key] = detached_copy(build_fresh()).requires_grad_(False)
+        targets = fresh_network_targets(ctx.cache[cache_key], inputs)
     else:
         with torch.no_grad():
-            num_outputs = flat_outputs(critic, inputs).shape[1]
+            num_outputs = flat_outputs(network, inputs).shape[1]
         projection = torch.Generator(device=device).manual_seed(target_seed)
         targets = random_projection_targets(inputs, num_outputs, projection)
-    generator = torch.Generator(device=device).manual_seed((ctx.seed + _FIT_STREAM) % 2**63)
-    result = fit_targets(critic, inputs, targets, cfg.fit_steps, _fit_lr(ctx), cfg.fit_batch, generator)
-    out = {f"{CRITIC}/fit_loss": result.loss, f"{CRITIC}/fit_auc": result.auc}
-    return {k: v for k, v in out.items() if k.partition("/")[2] in ctx.metrics}
+    generator = torch.Generator(device=device).manual_seed((ctx.seed + stream) % 2**63)
+    result = fit_targets(network, inputs, targets, cfg.fit_steps, _fit_lr(ctx), cfg.fit_batch, generator)
+    out = {"fit_loss": result.loss, "fit_auc": result.auc}
+    return {f"{CRITIC}/{metric}{suffix}": value for metric, value in out.items() if metric in ctx.metrics}
+
+
+def _fit_encoder_keys(layout: ProbeLayout) -> list[str]:
+    if not layout.config.fit_encoder or ENCODER not in layout.modules:
+        return []  # the states-mode identity encoder is not monitored: the fit would be the critic-only one
+    return [f"{CRITIC}/{metric}_encoder" for metric in layout.enabled(FITTING_METRICS)]
 
 
 def _fit_lr(ctx: ProbeContext) -> float:
@@ -436,6 +505,10 @@ PROBE_TABLE: tuple[ProbeMetric, ...] = (
     ProbeMetric(COLLAPSE_METRICS, collapse, module=CRITIC, feature=CRITIC_PENULTIMATE),
     ProbeMetric(FITTING_METRICS, fitting, module=CRITIC, critic_inputs=True),
     ProbeMetric(COLLAPSE_METRICS, recent_collapse, _recent_keys, module=CRITIC),
+    # last: its first probe reseeds torch to build the target network, and nothing after it draws
+    ProbeMetric(
+        FITTING_METRICS, fitting_encoder, _fit_encoder_keys, module=CRITIC, critic_inputs=True, encoder_inputs=True
+    ),
 )
 
 
