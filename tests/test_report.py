@@ -548,6 +548,8 @@ def _probe_runs(root: Path, with_fit_loss: bool = True) -> None:
             scalars["plasticity/critic/null"] = list(zip(probes.tolist(), rng.normal(size=probes.size).tolist(),
                                                           strict=True))  # fmt: skip
             scalars["plasticity/critic/gain"] = list(zip(probes.tolist(), (2 * np.diff(returns)).tolist(), strict=True))
+            # a log-window signal (like FAU): logged 300 frames after each probe, at the end of its window
+            scalars["plasticity/critic/window"] = list(zip((probes + 300).tolist(), (loss + i).tolist(), strict=True))
             if with_fit_loss:
                 scalars[FIT_LOSS_TAG] = list(zip(probes.tolist(), (loss + i).tolist(), strict=True))
             write_run(root, "walker_walk", variant, seed, scalars)
@@ -566,6 +568,8 @@ def test_signals_are_ranked_by_their_rank_correlation_with_the_fit_loss(tmp_path
     assert null["return_gain"]["low"] < 0 < null["return_gain"]["high"]
     assert [r["signal"] for r in correlate_task(runs, reps=50)][0] == "plasticity/critic/monotone"
     assert "plasticity/critic/fit_loss" not in rows  # the target is not its own predictor
+    window = rows["plasticity/critic/window"]["fit_loss"]  # paired with the window containing each probe
+    assert window["rho"] == pytest.approx(1.0) and window["n_pairs"] == 6 * 20
 
     out = tmp_path / "out"
     summary = build_report(runs, out, reps=100)

@@ -5,7 +5,9 @@ Protocol
 --------
 - **Pairs.** For a signal S and a run: *fit loss*: ``(S(f), fit_loss(f))`` at every probe frame f where both are
   logged (``plasticity/critic/fit_loss``, the loss of fitting fresh targets from the current weights: higher means
-  less plastic). *Return gain*: ``(S(f), R(e1) - R(e0))`` for every frame f of S, where ``e0`` is the last
+  less plastic). A signal logged per log window rather than per probe (FAU: no frame in common with the probes)
+  is paired by window: each probe with the value of the window that contains it (the first log at or after f).
+  *Return gain*: ``(S(f), R(e1) - R(e0))`` for every frame f of S, where ``e0`` is the last
   evaluation at or before f and ``e1`` the first after it (the gain over the evaluation window that follows the
   probe). Pairs of every run on the task (all variants, finished or not) are pooled.
 - **ρ** is Spearman's rank correlation of the pooled pairs (average ranks for ties). Its 95% CI is a percentile
@@ -149,7 +151,12 @@ def _fit_loss_pairs(run: Run, signal: str) -> tuple[np.ndarray, np.ndarray]:
     frames, values = run.series[signal]
     loss_frames, losses = run.series[FIT_LOSS_TAG]
     _, at_signal, at_loss = np.intersect1d(frames, loss_frames, return_indices=True)
-    return values[at_signal], losses[at_loss]
+    if at_signal.size:
+        return values[at_signal], losses[at_loss]
+    # a signal of the log windows (FAU): the window that contains the probe, i.e. the first log at or after it
+    window = np.searchsorted(frames, loss_frames, side="left")
+    ok = window < frames.size
+    return values[window[ok]], losses[ok]
 
 
 def _return_gain_pairs(run: Run, signal: str) -> tuple[np.ndarray, np.ndarray]:
