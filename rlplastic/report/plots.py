@@ -61,19 +61,23 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", name)
 
 
-#: Above this many variants the legend goes beside the panels instead of over the first one's data.
+#: Above this many variants the legend goes below the panels instead of over the first one's data.
 _LEGEND_INSIDE_MAX = 6
 
 
-def _legend(fig: Any, ax: Any) -> None:
-    """The variants' legend from ``ax``: inside it for a few variants, to the right of the figure for a sweep."""
-    handles, labels = ax.get_legend_handles_labels()
+def _legend(fig: Any, ax: Any, handles: list[Any] | None = None, fontsize: int = 7) -> None:
+    """The legend of ``ax`` (or of ``handles``): inside it for a few entries, below the panels for a sweep."""
+    handles = ax.get_legend_handles_labels()[0] if handles is None else handles
+    labels = [h.get_label() for h in handles]
     if not handles:
         return
     if len(handles) <= _LEGEND_INSIDE_MAX:
-        ax.legend(fontsize=7)
+        ax.legend(handles=handles, fontsize=fontsize)
     else:
-        fig.legend(handles, labels, loc="outside right center", fontsize=7, ncols=1 + len(handles) // 25)
+        # a column per ~4.5 in of figure width (long variant labels), the figure grown by the legend's rows
+        ncols = max(1, min(3, int(fig.get_figwidth() // 4.5)))
+        fig.set_figheight(fig.get_figheight() + 0.17 * math.ceil(len(handles) / ncols) + 0.2)
+        fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncols=ncols)
 
 
 def _new_figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (7.0, 4.2)) -> tuple[Any, Any]:
@@ -195,9 +199,7 @@ def returns_figure(task: str, groups: dict[str, list[Run]], ctx: PlotContext) ->
     _plot_tag(ax, groups, EVAL_TAG, ctx)
     event_handles = draw_events(ax, groups, event_styles(_runs(groups)), ctx)
     ax.set(ylabel="eval return", title=f"{task}: eval return, mean ± 95% CI")
-    handles = ax.get_legend_handles_labels()[0] + event_handles
-    if handles:
-        ax.legend(handles=handles, fontsize=8)
+    _legend(fig, ax, ax.get_legend_handles_labels()[0] + event_handles, fontsize=8)
     return fig
 
 
@@ -232,7 +234,7 @@ def rr_figure(task: str, groups: dict[str, list[Run]], ctx: PlotContext) -> Any:
                 ax.plot(frames, values, color=ctx.color(variant), lw=lw, alpha=0.8, drawstyle="steps-post", **marker)
     handles += draw_events(ax, groups, event_styles(_runs(groups)), ctx)
     ax.set(xlabel="frames", ylabel="replay ratio (updates / agent step)", title=f"{task}: RR per seed and events")
-    ax.legend(handles=handles, fontsize=8)
+    _legend(fig, ax, handles, fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 
