@@ -57,7 +57,7 @@ class StateEncoder(nn.Identity):
         self.repr_dim = int(obs_shape[0])
 
 
-def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(in_dim, hidden_dim), nn.ReLU(),
         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
@@ -65,7 +65,7 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     )  # fmt: skip
 
 
-def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
+def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
 
 
@@ -74,8 +74,8 @@ class Actor(nn.Module):
 
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.trunk = _trunk(repr_dim, feature_dim)
-        self.policy = _mlp(feature_dim, hidden_dim, action_dim)
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.policy = mlp(feature_dim, hidden_dim, action_dim)
         self.apply(weight_init)
 
     def forward(self, features: torch.Tensor, std: float) -> TruncatedNormal:
@@ -97,9 +97,9 @@ class Critic(nn.Module):
 
     def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.trunk = _trunk(repr_dim, feature_dim)
-        self.Q1 = _mlp(feature_dim + action_dim, hidden_dim, 1)
-        self.Q2 = _mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.Q1 = mlp(feature_dim + action_dim, hidden_dim, 1)
+        self.Q2 = mlp(feature_dim + action_dim, hidden_dim, 1)
         self.apply(weight_init)
 
     def forward(self, features: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +107,17 @@ class Critic(nn.Module):
         return self.Q1(h_action), self.Q2(h_action)
 
 
-def _twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def encoder_layer_links(encoder: nn.Module) -> dict[str, tuple[str, ...]]:
+    """The unit links that cross modules, for ReDo: the conv encoder's last conv, whose channels are flattened
+    into both trunks' first Linear, feeds ``actor.trunk.0`` and ``critic.trunk.0``. Links inside one
+    ``nn.Sequential`` (Linear/Conv → ReLU → next Linear/Conv) need no declaring; a states encoder has none."""
+    if not isinstance(encoder, Encoder):
+        return {}
+    last_conv = max(i for i, m in enumerate(encoder.convnet) if isinstance(m, nn.Conv2d))
+    return {f"encoder.convnet.{last_conv}": ("actor.trunk.0", "critic.trunk.0")}
+
+
+def twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DrQ-v2's critic loss: both Q heads regressed onto the same TD target, in float32."""
     return F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
 
@@ -261,16 +271,9 @@ class DrQV2Agent:
         return {"critic": self.critic_target}
 
     def layer_links(self) -> dict[str, tuple[str, ...]]:
-        """Cross-module unit links: producing layer → the layers that read its (ReLU) units.
-
-        Names are ``<module>.<path>`` as in ``named_modules_for_monitor()``. Links inside one
-        ``nn.Sequential`` (Linear/Conv → ReLU → next Linear/Conv) need no declaring; only the encoder's
-        last conv, whose channels are flattened into both trunks' first Linear, crosses modules.
-        """
-        if self.obs_type == "states":
-            return {}
-        last_conv = max(i for i, m in enumerate(self.encoder.convnet) if isinstance(m, nn.Conv2d))
-        return {f"encoder.convnet.{last_conv}": ("actor.trunk.0", "critic.trunk.0")}
+        """Cross-module unit links: producing layer → the layers that read its (ReLU) units (see
+        :func:`encoder_layer_links`)."""
+        return encoder_layer_links(self.encoder)
 
     def injection_heads(self) -> dict[str, tuple[str, ...]]:
         """Module name → the submodules plasticity injection treats as its heads (after the trunks)."""
@@ -347,14 +350,14 @@ class DrQV2Agent:
             q1, q2 = self._forward("critic", features, batch.action)
         q1, q2 = q1.float(), q2.float()
         context = {"td_target": target_q}
-        loss = _twin_q_loss(q1, q2, target_q)
+        loss = twin_q_loss(q1, q2, target_q)
         loss = loss + self.hooks.extra_loss("critic", context) + self.hooks.extra_loss("encoder", context)
 
         def critic_loss_again() -> torch.Tensor:
             # the critic's own terms on the same batch, features (detached: the encoder keeps ∇ at θ) and targets
             with self._autocast():
                 q1_again, q2_again = self._forward("critic", features.detach(), batch.action)
-            return _twin_q_loss(q1_again, q2_again, target_q) + self.hooks.extra_loss("critic", context)
+            return twin_q_loss(q1_again, q2_again, target_q) + self.hooks.extra_loss("critic", context)
 
         for name in ("encoder", "critic"):
             if name in self._optimizers:
@@ -409,7 +412,7 @@ class DrQV2Agent:
                 target = self.td_target(self.encoder(next_obs.float()), batch.reward, batch.discount, step)
         extra = {"encoder": features, "actor_trunk": actor_trunk}
         return CriticProbe.of_twin_q_critic(
-            self.critic, features, batch.action, target, _twin_q_loss, extra, encoder_inputs=(obs,)
+            self.critic, features, batch.action, target, twin_q_loss, extra, encoder_inputs=(obs,)
         )
 
     # -- helpers --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.drqv2 import Encoder, StateEncoder
+from agents.drqv2 import Critic, Encoder, StateEncoder, encoder_layer_links, mlp, trunk, twin_q_loss
 from rlplastic.agent_hooks import AgentHooks
 from rlplastic.augment import NoAug
 from rlplastic.protocols import CriticProbe
@@ -28,18 +28,6 @@ from rlplastic.utils import soft_update_params, weight_init
 
 OBS_TYPES = ("pixels", "states")
 MODULES = ("encoder", "actor", "critic")
-
-
-def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, out_dim),
-    )  # fmt: skip
-
-
-def _trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
 
 
 def squashed_sample(mu: Tensor, log_std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,8 +50,8 @@ class Actor(nn.Module):
     ) -> None:
         super().__init__()
         self.log_std_bounds = log_std_bounds
-        self.trunk = _trunk(repr_dim, feature_dim)
-        self.policy = _mlp(feature_dim, hidden_dim, 2 * action_dim)
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.policy = mlp(feature_dim, hidden_dim, 2 * action_dim)
         self.apply(weight_init)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
@@ -71,25 +59,6 @@ class Actor(nn.Module):
         mu, raw = self.policy(self.trunk(features)).chunk(2, dim=-1)
         low, high = self.log_std_bounds
         return mu, low + 0.5 * (high - low) * (torch.tanh(raw) + 1.0)
-
-
-class Critic(nn.Module):
-    """Its own trunk and twin Q heads ``Q1``, ``Q2`` on ``[trunk(features), action]``."""
-
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.trunk = _trunk(repr_dim, feature_dim)
-        self.Q1 = _mlp(feature_dim + action_dim, hidden_dim, 1)
-        self.Q2 = _mlp(feature_dim + action_dim, hidden_dim, 1)
-        self.apply(weight_init)
-
-    def forward(self, features: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        h_action = torch.cat([self.trunk(features), action], dim=-1)
-        return self.Q1(h_action), self.Q2(h_action)
-
-
-def _twin_q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
 
 
 class SACAgent:
@@ -246,10 +215,7 @@ class SACAgent:
 
     def layer_links(self) -> dict[str, tuple[str, ...]]:
         """Pixels: the encoder's last conv feeds both trunks' first Linear. States: no cross-module links."""
-        if self.obs_type == "states":
-            return {}
-        last_conv = max(i for i, m in enumerate(self.encoder.convnet) if isinstance(m, nn.Conv2d))
-        return {f"encoder.convnet.{last_conv}": ("actor.trunk.0", "critic.trunk.0")}
+        return encoder_layer_links(self.encoder)
 
     def injection_heads(self) -> dict[str, tuple[str, ...]]:
         """The heads after the trunks: the actor's ``policy`` (mean and log-std) and the critic's Q heads."""
@@ -313,16 +279,16 @@ class SACAgent:
         context = {"td_target": target}
         with self.hooks.loss_phase("critic"):
             q1, q2 = self.critic(features, batch.action)
-        loss = _twin_q_loss(q1, q2, target)
+        loss = twin_q_loss(q1, q2, target)
         loss = loss + self.hooks.extra_loss("critic", context) + self.hooks.extra_loss("encoder", context)
 
         def critic_loss_again() -> Tensor:  # critic terms only, on the detached features
-            return _twin_q_loss(*self.critic(features.detach(), batch.action), target) + self.hooks.extra_loss(
+            return twin_q_loss(*self.critic(features.detach(), batch.action), target) + self.hooks.extra_loss(
                 "critic", context
             )
 
         def encoder_loss_again() -> Tensor:  # the whole critic loss as a function of the encoder, same draw
-            total = _twin_q_loss(*self.critic(self.encoder(obs), batch.action), target)
+            total = twin_q_loss(*self.critic(self.encoder(obs), batch.action), target)
             return total + self.hooks.extra_loss("critic", context) + self.hooks.extra_loss("encoder", context)
 
         for opt in self._optimizers_of("encoder", "critic"):
@@ -391,7 +357,7 @@ class SACAgent:
             actor_trunk = self.actor.trunk(features)
         extra = {"encoder": features, "actor_trunk": actor_trunk}
         return CriticProbe.of_twin_q_critic(
-            self.critic, features, action, target, _twin_q_loss, extra, encoder_inputs=(obs,)
+            self.critic, features, action, target, twin_q_loss, extra, encoder_inputs=(obs,)
         )
 
     def _optimizers_of(self, *names: str) -> list[torch.optim.Optimizer]:
