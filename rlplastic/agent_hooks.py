@@ -118,7 +118,3 @@ class AgentHooks:
         if module in self._steps:
             raise ValueError(f"{module!r} already has a step rule ({type(self._steps[module]).__name__})")
         self._steps[module] = rule
-
-    def step_rule(self, module: str) -> StepRule | None:
-        """The rule registered for ``module``, if any."""
-        return self._steps.get(module)

@@ -152,7 +152,7 @@ def test_injection_rebinds_l2_init_and_the_monitor_follows_layers_and_parameters
     train_steps(agent, 3)
     trunk_anchor = l2._anchor["critic.trunk.0.weight"].clone()
     monitor._fold()
-    old_counts = monitor._window["critic"].clone()
+    old_counts = monitor._fau.window["critic"].clone()
     old_layers = list(monitor._layers["critic"])
     assert set(interventions.at_episode_end({}, 1000, FakeReplay(), "cpu")) == {"inject"}
 
@@ -166,8 +166,8 @@ def test_injection_rebinds_l2_init_and_the_monitor_follows_layers_and_parameters
     assert "Q1.base.1" in layers and "Q1.trainable.1" in layers
     for old_index, old_name in enumerate(old_layers):
         new_name = old_name.replace("Q1.", "Q1.base.").replace("Q2.", "Q2.base.")
-        assert torch.equal(monitor._window["critic"][layers.index(new_name)], old_counts[old_index])
-    assert monitor._window["critic"][layers.index("Q1.trainable.1")].sum() == 0
+        assert torch.equal(monitor._fau.window["critic"][layers.index(new_name)], old_counts[old_index])
+    assert monitor._fau.window["critic"][layers.index("Q1.trainable.1")].sum() == 0
     # drift: moved parameters keep their initial values, new ones start now (distance 0)
     init = monitor._init_params["critic"]
     assert set(init) == {name for name, _ in agent.critic.named_parameters()}
@@ -175,7 +175,7 @@ def test_injection_rebinds_l2_init_and_the_monitor_follows_layers_and_parameters
     assert not torch.equal(init["Q1.base.0.weight"], agent.critic.Q1.base[0].weight)  # it trained before injection
     train_steps(agent, 2, start=3)  # FAU counting continues on the new layers
     monitor._fold()
-    assert monitor._window["critic"][layers.index("Q1.trainable.1")][1] > 0
+    assert monitor._fau.window["critic"][layers.index("Q1.trainable.1")][1] > 0
     assert interventions.at_episode_end({}, 5000, FakeReplay(), "cpu") == {}  # injection is one-shot
 
 

@@ -56,16 +56,12 @@ class ScheduleTrigger:
 
     :param every_frames: fire at frames N, 2N, 3N, ... (N > 0); ``None`` for none.
     :param at_frames: further frames to fire at (ints >= 0, any order; 0 fires at the first call).
-    :param known_signals: ignored (a schedule reads no signal; :func:`make_trigger` passes it to every kind).
     :raises ValueError: for a bad value, or when neither is given (the trigger would never fire).
     """
 
     kind = "schedule"
 
-    def __init__(
-        self, every_frames: int | None = None, at_frames: Sequence[int] = (), known_signals: object = None
-    ) -> None:
-        del known_signals
+    def __init__(self, every_frames: int | None = None, at_frames: Sequence[int] = ()) -> None:
         if every_frames is not None and (not _is_int(every_frames) or every_frames <= 0):
             raise ValueError(f"schedule.every_frames={every_frames!r} must be an int > 0 or null")
         if isinstance(at_frames, (str, bytes)) or not isinstance(at_frames, Iterable):
@@ -218,4 +214,6 @@ def make_trigger(known_signals: Collection[str] | None = None, **cfg: Any) -> Tr
     cfg = plain(cfg)
     kind = cfg.pop("kind", None)
     TRIGGERS.check(kind, cfg, context=("known_signals",))
-    return TRIGGERS.get(kind)(**cfg, known_signals=known_signals)
+    # only a kind that reads a signal takes the names to check it against
+    context = {"known_signals": known_signals} if "known_signals" in TRIGGERS.keys(kind) else {}
+    return TRIGGERS.get(kind)(**cfg, **context)

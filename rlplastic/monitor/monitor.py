@@ -464,11 +464,6 @@ class PlasticityMonitor:
         """Move the captures' counts into the FAU accounts (device ops only)."""
         self._fau.fold(self._captures)
 
-    @property
-    def _window(self) -> dict[str, Tensor]:
-        """The open log window's FAU counts by module (``(L, 2)``; read by tests/test_interventions_set.py)."""
-        return self._fau.window
-
     def _on_phase(self, modules: tuple[str, ...], active: bool) -> None:
         """Phase listener: count FAU only in the forward that makes a module's loss."""
         if active:
