@@ -1,11 +1,14 @@
 """bf16 vs fp32 side by side: does ``bf16=true`` learn like float32?
 
     python bench/bf16_learning.py                       # cartpole_balance pixels, batch 64, 30k frames, seeds 1-3
+    python bench/bf16_learning.py --jobs 2                # two runs at a time, one torch thread each
     python bench/bf16_learning.py --seeds 1 2 --frames 20000 --extra obs_type=states aug=none
 
 Each (precision, seed) run trains into ``bench_runs/bf16/<precision>/seed<k>`` (re-running resumes or skips
-finished runs) with the monitor off, then one table prints every evaluation's return per run and the
-mean final return per precision. Worth running only where bf16 is fast: a CPU with AVX-512 BF16 / AMX
+finished runs) with the monitor off, then one table prints every evaluation's return per run, the
+mean ± standard deviation over seeds at each evaluation per precision, and the mean final return.
+With ``--jobs N`` the runs go N at a time (fp32 and bf16 of a seed side by side, so a pair shares the
+same load), each with ``num_threads = cores // N``. Worth running only where bf16 is fast: a CPU with AVX-512 BF16 / AMX
 (``grep -o 'avx512_bf16\\|amx_bf16' /proc/cpuinfo``) or a GPU; elsewhere bf16 is emulated and several
 times slower than float32.
 """
@@ -15,13 +18,16 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["task=cartpole_balance", "batch_size=64", "monitor=off", "progress=false", "save_video=false",
-        "eval_every_frames=5000", "num_eval_episodes=5"]  # fmt: skip
+        "eval_every_frames=5000", "num_eval_episodes=5",
+        "replay_buffer_size=100000"]  # a 30k-frame run stores 15k steps; 1M would not fit 2 runs in 24 GiB  # fmt: skip
 
 
 def eval_returns(run_dir: Path) -> dict[int, float]:
@@ -33,30 +39,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--frames", type=int, default=30000)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores // jobs threads)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_runs" / "bf16")
     parser.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, e.g. obs_type=states aug=none")
     args = parser.parse_args()
+    if args.jobs < 1:
+        sys.exit(f"--jobs {args.jobs}: must be >= 1")
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    results: dict[tuple[str, int], dict[int, float]] = {}
-    for precision in ("fp32", "bf16"):
-        for seed in args.seeds:
-            run_dir = args.out / precision / f"seed{seed}"
-            bf16 = "true" if precision == "bf16" else "false"
-            command = [sys.executable, str(ROOT / "train.py"), *BASE, *args.extra, f"num_train_frames={args.frames}",
-                       f"seed={seed}", f"bf16={bf16}", f"run_dir={run_dir}"]  # fmt: skip
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{precision} seed {seed} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
-            results[precision, seed] = eval_returns(run_dir)
-            returns = "  ".join(f"{v:.0f}" for _, v in sorted(results[precision, seed].items()))
-            print(f"{precision} seed {seed}: {returns}")
+    threads = ["num_threads=auto"] if args.jobs == 1 else [f"num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}"]
+    keys = [(precision, seed) for seed in args.seeds for precision in ("fp32", "bf16")]
+
+    def train_one(key: tuple[str, int]) -> dict[int, float]:
+        precision, seed = key
+        run_dir = args.out / precision / f"seed{seed}"
+        bf16 = "true" if precision == "bf16" else "false"
+        command = [sys.executable, str(ROOT / "train.py"), *BASE, *threads, *args.extra,
+                   f"num_train_frames={args.frames}", f"seed={seed}", f"bf16={bf16}", f"run_dir={run_dir}"]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{precision} seed {seed} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+        returns = eval_returns(run_dir)
+        print(f"{precision} seed {seed}: " + "  ".join(f"{v:.0f}" for _, v in sorted(returns.items())), flush=True)
+        return returns
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        try:
+            results = dict(zip(keys, pool.map(train_one, keys), strict=True))
+        except RuntimeError as error:
+            sys.exit(str(error))
     frames = sorted(next(iter(results.values())))
-    print("\nframe    " + "  ".join(f"{p}/s{s}" for p, s in results))
+    order = [(p, s) for p in ("fp32", "bf16") for s in args.seeds]
+    print("\nframe    " + "  ".join(f"{p}/s{s}" for p, s in order) + "   fp32 mean±sd   bf16 mean±sd")
     for frame in frames:
-        print(f"{frame:<8} " + "  ".join(f"{results[key].get(frame, float('nan')):>7.0f}" for key in results))
+        cells = "  ".join(f"{results[key].get(frame, float('nan')):>7.0f}" for key in order)
+        stats = "  ".join(mean_sd([results[p, s][frame] for s in args.seeds]) for p in ("fp32", "bf16"))
+        print(f"{frame:<8} {cells}   {stats}")
     for precision in ("fp32", "bf16"):
         finals = [results[precision, s][frames[-1]] for s in args.seeds]
-        print(f"{precision}: final return mean {sum(finals) / len(finals):.0f} over seeds {args.seeds} ({finals})")
+        print(f"{precision}: final return {mean_sd(finals).strip()} over seeds {args.seeds} ({finals})")
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):>6.0f}±{sd:<5.0f}"
 
 
 if __name__ == "__main__":
