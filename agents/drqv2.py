@@ -135,7 +135,7 @@ class DrQV2Agent:
         critic_target_tau: Polyak coefficient of the target-critic update (every update).
         num_expl_steps: agent steps during which acting draws uniform actions.
         stddev_schedule: exploration std schedule in agent steps, e.g. ``linear(1.0,0.1,500000)``.
-        stddev_clip: bound on the policy noise inside the update.
+        stddev_clip: bound on the policy noise inside the update (>= 0; 0 takes the mean action).
         obs_type: ``pixels`` (conv encoder) or ``states`` (identity encoder).
         augmentation: module applied independently to ``obs`` and ``next_obs`` in each update.
         bf16: run the forward passes of ``update`` under bfloat16 autocast.
@@ -171,8 +171,8 @@ class DrQV2Agent:
                 raise ValueError(f"{name}={value} must be > 0")
         if not 0.0 < critic_target_tau <= 1.0:
             raise ValueError(f"critic_target_tau={critic_target_tau} must be in (0, 1]")
-        if stddev_clip <= 0:
-            raise ValueError(f"stddev_clip={stddev_clip} must be > 0")
+        if stddev_clip < 0:  # 0 is allowed: the update then uses the policy's mean action (no target smoothing)
+            raise ValueError(f"stddev_clip={stddev_clip} must be >= 0")
         validate_schedule(stddev_schedule)
         if obs_type == "states" and augmentation is not None and not isinstance(augmentation, NoAug):
             raise ValueError(f"augmentation {type(augmentation).__name__} needs obs_type='pixels'; states take none")

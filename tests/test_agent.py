@@ -126,6 +126,7 @@ def test_truncated_normal_clamps_with_straight_through_gradient():
     assert (sample - loc).abs().max() <= 0.3 + 1e-6  # noise clipped at stddev_clip
     sample.sum().backward()
     assert torch.equal(loc.grad, torch.ones(2))  # the clamp passes gradients straight through
+    assert torch.equal(dist.sample(clip=0.0), loc.detach())  # stddev_clip=0: the mean action, no noise
 
 
 def test_act_modes():
@@ -219,12 +220,19 @@ def test_bf16_actor_update_follows_fp32_when_the_policy_saturates():
         ({"obs_type": "rgb"}, "obs_type='rgb'"),
         ({"lr": 0.0}, "lr=0.0"),
         ({"critic_target_tau": 1.5}, "critic_target_tau=1.5"),
+        ({"stddev_clip": -0.1}, "stddev_clip=-0.1 must be >= 0"),
         ({"stddev_schedule": "exp(1)"}, "unknown schedule 'exp"),
     ],
 )
 def test_bad_agent_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         DrQV2Agent((5,), ACTION_SHAPE, **{"obs_type": "states", **kwargs})
+
+
+def test_stddev_clip_zero_is_accepted_where_train_py_accepts_it():
+    # train.py allows stddev_clip >= 0; the agent must not refuse later what the early check let through.
+    agent = DrQV2Agent((5,), ACTION_SHAPE, obs_type="states", stddev_clip=0.0)
+    assert agent.stddev_clip == 0.0
 
 
 def test_critic_probe_is_frozen_and_consistent():
