@@ -33,6 +33,7 @@ from rlplastic.checkpoint import latest_checkpoint, read_complete, seed_everythi
 from rlplastic.errors import RunError
 from rlplastic.interventions.intervention_set import make_interventions
 from rlplastic.monitor import make_monitor
+from rlplastic.monitor.signals import check_measured
 from rlplastic.provenance import append_start, start_record
 from rlplastic.registry import Registry
 from rlplastic.replay import estimated_bytes
@@ -303,6 +304,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
             f"rr={cfg.rr.name} reads {list(rr.signals_needed)} from the plasticity monitor, but monitor=off: "
             "use monitor=default or monitor=full"
         )
+    for signal_name in rr.signals_needed:  # a signal the monitor never measures would leave RR where it starts
+        check_measured(signal_name, monitor.config, f"rr={cfg.rr.name}")
     trainer_config = TrainerConfig(
         num_train_frames=cfg.num_train_frames, num_seed_frames=cfg.num_seed_frames,
         action_repeat=cfg.action_repeat, eval_every_frames=cfg.eval_every_frames,

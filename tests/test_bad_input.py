@@ -58,6 +58,8 @@ def cli_error(tmp_path, overrides: list[str], capsys) -> str:
         (["rr.name=magic"], "unknown rr 'magic': allowed are ['static', 'adaptive', 'adaptive_ref', 'ladder']"),
         (["rr=adaptive", "+rr.speed=3"], "unknown rr.adaptive key(s) ['speed']: allowed are ['signal', 'low'"),
         ([*STATES, "rr=adaptive", "rr.signal=brain/fau"], "rr.adaptive: unknown signal 'brain/fau'"),
+        ([*STATES, "rr=adaptive", "monitor.metrics=[dormant]"],
+         "rr=adaptive reads 'critic/episode_fau', but the monitor does not measure 'fau': add it to monitor.metrics"),
         (["critic_target_tau=2"], "critic_target_tau=2 must be in (0, 1]"),
         (["stddev_clip=-1"], "stddev_clip=-1 must be a number >= 0"),
     ],

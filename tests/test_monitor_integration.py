@@ -438,18 +438,41 @@ def test_every_probe_feature_has_a_tag_and_the_table_lists_every_probe_metric():
 
 
 def test_every_signal_the_monitor_produces_is_a_valid_signal_name():
-    from rlplastic.monitor.signals import CRITIC_EPISODE_FAU, first_update_signal
+    from rlplastic.monitor.signals import CRITIC_EPISODE_FAU, check_measured, first_update_signal
     from rlplastic.rr import validate_signal
 
     agent, replay = make_agent("pixels"), make_replay("pixels")
-    monitor = PlasticityMonitor(MonitorConfig(probe_every_updates=0, figures=False, **TINY_PROBE))
+    config = MonitorConfig(probe_every_updates=0, figures=False, collapse_recent=True, fit_encoder=True, **TINY_PROBE)
+    monitor = PlasticityMonitor(config)
     monitor.attach(agent)
     run_updates(agent, replay, monitor, 1)  # the probe at start
     monitor.end_episode(), monitor.log_values()
     signals = monitor.signals()
     assert {CRITIC_EPISODE_FAU, first_update_signal(CRITIC_EPISODE_FAU), "encoder/convnet.1/fau"} <= set(signals)
+    assert {"critic/nc1_recent", "critic/fit_loss_encoder", "critic/fit_auc_encoder"} <= set(signals)
     assert all(validate_signal(name) == name for name in signals)
+    for name in signals:
+        check_measured(name, config, "a test")  # and this monitor is known to measure each of them
     assert first_update_signal("critic/dormant") is None
+
+
+@pytest.mark.parametrize(
+    ("signal", "settings", "message"),
+    [
+        ("critic/nc1_recent", {}, "which the monitor measures only with monitor.collapse_recent=true"),
+        ("critic/fit_auc_encoder", {}, "measures only with monitor.fit_encoder=true"),
+        ("critic/nc1_recent", {"collapse_recent": True, "metrics": ["fau"]}, "does not measure 'nc1'"),
+        ("critic/episode_fau", {"metrics": ["dormant"]}, "does not measure 'fau': add it to monitor.metrics"),
+        ("actor/fau", {"modules": ["encoder", "critic"]}, "does not watch 'actor': add it to monitor.modules"),
+    ],
+)  # fmt: skip
+def test_a_signal_the_monitor_never_measures_is_refused_naming_the_setting(signal, settings, message):
+    from rlplastic.monitor.signals import check_measured
+    from rlplastic.rr import validate_signal
+
+    validate_signal(signal)  # a valid name...
+    with pytest.raises(ValueError, match=re.escape(f"rr=adaptive reads {signal!r}") + ".*" + re.escape(message)):
+        check_measured(signal, MonitorConfig(**settings), "rr=adaptive")  # ...that this monitor never gives
 
 
 def test_fau_accounts_pool_close_and_follow_moved_layers():

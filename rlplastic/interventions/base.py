@@ -175,6 +175,7 @@ def build_trigger(name: str, trigger: Any, monitor: Monitor | None) -> Trigger:
     signal = trigger.get("signal")
     if trigger.get("kind") != ThresholdTrigger.kind or not isinstance(signal, str):
         return make_trigger(**trigger)  # make_trigger names what is wrong
+    from rlplastic.monitor.signals import check_measured
     from rlplastic.rr import validate_signal  # the signal names the monitor produces
 
     validate_signal(signal)
@@ -183,14 +184,9 @@ def build_trigger(name: str, trigger: Any, monitor: Monitor | None) -> Trigger:
             f"intervention.{name} fires on {signal!r} from the plasticity monitor, but monitor=off: "
             "use monitor=default or monitor=full, or a schedule trigger"
         )
-    metric = signal.rsplit("/", 1)[1]
-    measured = getattr(getattr(monitor, "config", None), "metric_set", None)
-    needed = "fau" if metric in ("episode_fau", "first_update_fau") else metric
-    if measured is not None and needed not in measured:
-        raise ValueError(
-            f"intervention.{name} fires on {signal!r}, but the monitor does not measure {needed!r}: "
-            f"add it to monitor.metrics (it measures {sorted(measured)})"
-        )
+    config = getattr(monitor, "config", None)
+    if config is not None:  # a monitor of the library's own (a user's stand-in may not say what it measures)
+        check_measured(signal, config, f"intervention.{name}")
     # the name is checked now: probe signals only appear after the first probe
     return make_trigger(**trigger, known_signals=[signal])
 
