@@ -245,7 +245,10 @@ job_of_run() {  # the Slurm job (array task id) whose log names this run dir, am
         grep -qFx "rlplastic: run dir $run" "$SUBMITIT/$job/${job}_0_log.out" 2>/dev/null && { echo "$job"; return; }
     done
 }
-ckpt_frame() { grep -o '"frame": *[0-9]*' "$1/checkpoint.json" 2>/dev/null | grep -o '[0-9]*$'; }
+ckpt_frame() {  # the frame of the run's committed checkpoint (the pointer's top-level "frame"), or nothing
+    [ -e "$1/checkpoint.json" ] || return 0
+    "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["frame"])' "$1/checkpoint.json" 2>/dev/null
+}
 
 REQUEUED_JOB="" REQUEUED_RUN="" REQUEUE_FRAME="" RELEASED=0 SWEEP_STUCK=0
 run_sweep() {  # run_sweep LOG REQUEUE(0|1): the sweep command in the background, watched; sets SWEEP_RC
