@@ -2,15 +2,16 @@
 
     python bench/bf16_learning.py                       # cartpole_balance pixels, batch 64, 30k frames, seeds 1-3
     python bench/bf16_learning.py --jobs 2                # two runs at a time, one torch thread each
+    python bench/bf16_learning.py --plot bf16.png         # also draw every run's evaluations
     python bench/bf16_learning.py --seeds 1 2 --frames 20000 --extra obs_type=states aug=none
 
 Each (precision, seed) run trains into ``bench_runs/bf16/<precision>/seed<k>`` (re-running resumes or skips
 finished runs) with the monitor off, then one table prints every evaluation's return per run, the
 mean ± standard deviation over seeds at each evaluation per precision, and the mean final return.
 With ``--jobs N`` the runs go N at a time (fp32 and bf16 of a seed side by side, so a pair shares the
-same load), each with ``num_threads = cores // N``. Worth running only where bf16 is fast: a CPU with AVX-512 BF16 / AMX
-(``grep -o 'avx512_bf16\\|amx_bf16' /proc/cpuinfo``) or a GPU; elsewhere bf16 is emulated and several
-times slower than float32.
+same load), each with ``num_threads = cores // N``. Worth running only where bf16 is fast: a CPU with
+AVX-512 BF16 / AMX (``grep -o 'avx512_bf16\\|amx_bf16' /proc/cpuinfo``) or a GPU; elsewhere bf16 is
+emulated and several times slower than float32.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores // jobs threads)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_runs" / "bf16")
     parser.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, e.g. obs_type=states aug=none")
+    parser.add_argument("--plot", type=Path, help="also draw the eval returns of every run into this PNG")
     args = parser.parse_args()
     if args.jobs < 1:
         sys.exit(f"--jobs {args.jobs}: must be >= 1")
@@ -77,6 +79,33 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         finals = [results[precision, s][frames[-1]] for s in args.seeds]
         print(f"{precision}: final return {mean_sd(finals).strip()} over seeds {args.seeds} ({finals})")
+    if args.plot is not None:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def plot(results: dict[tuple[str, int], dict[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    seeds = sorted({seed for _, seed in results})
+    for (precision, seed), returns in sorted(results.items()):
+        frames = sorted(returns)
+        style = {"color": "tab:blue" if precision == "fp32" else "tab:orange", "marker": "o", "markersize": 3}
+        ax.plot(frames, [returns[f] for f in frames], label=f"{precision} seed {seed}",
+                linestyle=["-", "--", ":", "-."][seeds.index(seed) % 4], **style)  # fmt: skip
+    ax.set_xlabel("frames")
+    ax.set_ylabel("eval return")
+    ax.set_title("bf16 vs fp32 (bench/bf16_learning.py)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def mean_sd(values: list[float]) -> str:
