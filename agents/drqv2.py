@@ -2,8 +2,8 @@
 
 One file, top to bottom: encoder, actor, critic, then the agent with ``act`` and ``update``.
 Differences from the reference, all opt-in: ``obs_type="states"`` (no conv encoder),
-``bf16`` autocast, ``channels_last`` memory format and ``compile`` (``torch.compile`` of the network
-forwards inside ``update``). The plasticity tooling plugs in through ``self.hooks``
+``bf16`` autocast of the conv encoder, ``channels_last`` memory format and ``compile`` (``torch.compile``
+of the network forwards inside ``update``). The plasticity tooling plugs in through ``self.hooks``
 (:class:`~rlplastic.agent_hooks.AgentHooks`): loss phases, extra loss terms and optimizer step rules.
 """
 
@@ -83,13 +83,8 @@ class Actor(nn.Module):
         return TruncatedNormal(mu, torch.full_like(mu, std))
 
     def mean(self, features: torch.Tensor) -> torch.Tensor:
-        """The policy mean ``tanh(policy(trunk(features)))``: the tensor part of :meth:`forward`.
-
-        The tanh runs in float32 under bf16 autocast: bf16 rounds tanh(x) to exactly ±1 for |x| > 3.4, so
-        its gradient 1 − tanh² becomes exactly 0 and Adam (which rescales small gradients) cannot move a
-        saturated policy back; in float32 the gradient stays small but non-zero. No-op in float32.
-        """
-        return torch.tanh(self.policy(self.trunk(features)).float())
+        """The policy mean ``tanh(policy(trunk(features)))``: the tensor part of :meth:`forward`."""
+        return torch.tanh(self.policy(self.trunk(features)))
 
 
 class Critic(nn.Module):
@@ -119,7 +114,7 @@ def encoder_layer_links(encoder: nn.Module) -> dict[str, tuple[str, ...]]:
 
 def twin_q_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DrQ-v2's critic loss: both Q heads regressed onto the same TD target, in float32."""
-    return F.mse_loss(q1.float(), target) + F.mse_loss(q2.float(), target)
+    return F.mse_loss(q1, target) + F.mse_loss(q2, target)
 
 
 class DrQV2Agent:
@@ -138,7 +133,7 @@ class DrQV2Agent:
         stddev_clip: bound on the policy noise inside the update (>= 0; 0 takes the mean action).
         obs_type: ``pixels`` (conv encoder) or ``states`` (identity encoder).
         augmentation: module applied independently to ``obs`` and ``next_obs`` in each update.
-        bf16: run the forward passes of ``update`` under bfloat16 autocast.
+        bf16: run the conv encoder's forward passes in ``update`` under bfloat16 autocast (see ``_autocast``).
         channels_last: keep the encoder and its input in channels-last memory format.
         compile: run the network forwards of ``update`` (encoder, actor mean, critic, target critic)
             through ``torch.compile`` (:class:`~rlplastic.compiled.CompiledForwards`: CUDA graphs on CUDA
@@ -325,6 +320,7 @@ class DrQV2Agent:
             features = self._forward("encoder", obs)
         with torch.no_grad(), self._autocast():
             next_features = self._forward("encoder", next_obs)
+        features, next_features = features.float(), next_features.float()  # bf16 stops at the encoder
 
         metrics = {"batch_reward": batch.reward.mean().detach()}
         metrics.update(self._update_critic(features, batch, next_features, step))
@@ -336,27 +332,25 @@ class DrQV2Agent:
         self, next_features: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor, step: int
     ) -> torch.Tensor:
         """TD target ``r + γⁿ · min(Q1', Q2')(s', a')`` with ``a' ~ π(s')`` and clipped noise."""
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             dist = self._policy(next_features, schedule(self.stddev_schedule, step))
             next_action = dist.sample(clip=self.stddev_clip)
             target_q1, target_q2 = self._forward("critic_target", next_features, next_action)
-            return (reward + discount * torch.min(target_q1, target_q2)).float()
+            return reward + discount * torch.min(target_q1, target_q2)
 
     def _update_critic(
         self, features: torch.Tensor, batch: Batch, next_features: torch.Tensor, step: int
     ) -> dict[str, torch.Tensor]:
         target_q = self.td_target(next_features, batch.reward, batch.discount, step)
-        with self.hooks.loss_phase("critic"), self._autocast():
+        with self.hooks.loss_phase("critic"):
             q1, q2 = self._forward("critic", features, batch.action)
-        q1, q2 = q1.float(), q2.float()
         context = {"td_target": target_q}
         loss = twin_q_loss(q1, q2, target_q)
         loss = loss + self.hooks.extra_loss("critic", context) + self.hooks.extra_loss("encoder", context)
 
         def critic_loss_again() -> torch.Tensor:
             # the critic's own terms on the same batch, features (detached: the encoder keeps ∇ at θ) and targets
-            with self._autocast():
-                q1_again, q2_again = self._forward("critic", features.detach(), batch.action)
+            q1_again, q2_again = self._forward("critic", features.detach(), batch.action)
             return twin_q_loss(q1_again, q2_again, target_q) + self.hooks.extra_loss("critic", context)
 
         for name in ("encoder", "critic"):
@@ -374,13 +368,12 @@ class DrQV2Agent:
         }
 
     def _update_actor(self, features: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        with self.hooks.loss_phase("actor"), self._autocast():
+        with self.hooks.loss_phase("actor"):
             dist = self._policy(features, schedule(self.stddev_schedule, step))
         action = dist.sample(clip=self.stddev_clip)
         log_prob = dist.log_prob(action).sum(-1, keepdim=True)
-        with self._autocast():
-            q1, q2 = self._forward("critic", features, action)
-        loss = -torch.min(q1, q2).float().mean() + self.hooks.extra_loss("actor", {})
+        q1, q2 = self._forward("critic", features, action)
+        loss = -torch.min(q1, q2).mean() + self.hooks.extra_loss("actor", {})
 
         self._optimizers["actor"].zero_grad(set_to_none=True)
         loss.backward()
@@ -437,6 +430,13 @@ class DrQV2Agent:
         return TruncatedNormal(mu, torch.full_like(mu, std))
 
     def _autocast(self) -> Any:
+        """bfloat16 autocast for the conv encoder, where the update spends most of its time.
+
+        The actor and critic stay float32. bf16 keeps 8 significant bits, so a Q value near 25 is stored to
+        ±0.06 and one near 100 to ±0.25, while Q differs between actions by tenths: a critic that ran in
+        bf16 saw its TD errors and its action ranking drowned in rounding, and the agent never left its
+        starting plateau. Its tanh also saturated to exactly ±1 past |x| > 3.4, freezing the policy.
+        """
         if not self.bf16:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)

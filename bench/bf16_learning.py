@@ -43,13 +43,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores // jobs threads)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_runs" / "bf16")
     parser.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, e.g. obs_type=states aug=none")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--plot", type=Path, help="also draw the eval returns of every run into this PNG")
     args = parser.parse_args()
     if args.jobs < 1:
         sys.exit(f"--jobs {args.jobs}: must be >= 1")
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     threads = ["num_threads=auto"] if args.jobs == 1 else [f"num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}"]
-    keys = [(precision, seed) for seed in args.seeds for precision in ("fp32", "bf16")]
+    keys = [(precision, seed) for seed in args.seeds for precision in args.precisions]
 
     def train_one(key: tuple[str, int]) -> dict[int, float]:
         precision, seed = key
@@ -70,13 +71,14 @@ def main() -> None:
         except RuntimeError as error:
             sys.exit(str(error))
     frames = sorted(next(iter(results.values())))
-    order = [(p, s) for p in ("fp32", "bf16") for s in args.seeds]
-    print("\nframe    " + "  ".join(f"{p}/s{s}" for p, s in order) + "   fp32 mean±sd   bf16 mean±sd")
+    order = [(p, s) for p in args.precisions for s in args.seeds]
+    means = "   ".join(f"{p} mean±sd" for p in args.precisions)
+    print("\nframe    " + "  ".join(f"{p}/s{s}" for p, s in order) + "   " + means)
     for frame in frames:
         cells = "  ".join(f"{results[key].get(frame, float('nan')):>7.0f}" for key in order)
-        stats = "  ".join(mean_sd([results[p, s][frame] for s in args.seeds]) for p in ("fp32", "bf16"))
+        stats = "  ".join(mean_sd([results[p, s][frame] for s in args.seeds]) for p in args.precisions)
         print(f"{frame:<8} {cells}   {stats}")
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         finals = [results[precision, s][frames[-1]] for s in args.seeds]
         print(f"{precision}: final return {mean_sd(finals).strip()} over seeds {args.seeds} ({finals})")
     if args.plot is not None:

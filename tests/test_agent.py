@@ -198,7 +198,7 @@ def _actor_step(agent: DrQV2Agent, batch) -> torch.Tensor:
 
 def test_bf16_actor_update_follows_fp32_when_the_policy_saturates():
     # Pre-tanh outputs near 5: float32 tanh is 0.9999 (gradient 2e-4, which Adam turns into a full step);
-    # bf16 tanh would round to exactly 1 and freeze the policy (the learning failure on pixels).
+    # a bf16 tanh rounds to exactly 1 and froze the policy. Under bf16=true the actor runs in float32.
     fp32 = make_agent("states", hidden_dim=32)
     with torch.no_grad():
         fp32.actor.policy[-1].bias.fill_(5.0)
@@ -212,6 +212,32 @@ def test_bf16_actor_update_follows_fp32_when_the_policy_saturates():
     assert (step16[head_bias] != 0).all()
     # the same direction: the signs of the Adam steps agree on >= 95% of the elements fp32 moves
     assert ((step16.sign() == step32.sign()) & moved).sum() >= 0.95 * moved.sum()
+
+
+def test_bf16_leaves_q_values_and_td_targets_in_float32():
+    # Q near 25, as on cartpole from pixels: bf16 stores such a value to ±0.06, which is about what Q differs
+    # by between actions, so a bf16 critic's TD errors drowned in rounding (the pixel learning failure).
+    fp32 = make_agent(seed=4, hidden_dim=64, feature_dim=32)
+    with torch.no_grad():
+        for net in (fp32.critic, fp32.critic_target):
+            net.Q1[-1].bias.fill_(25.0)
+            net.Q2[-1].bias.fill_(25.0)
+    bf16 = copy.deepcopy(fp32)
+    bf16.bf16 = True
+    batch = make_batch(batch_size=64)
+    with torch.no_grad():
+        next_features = fp32.encoder(batch.next_obs.float())
+    targets = []
+    for agent in (fp32, bf16):
+        torch.manual_seed(1)
+        targets.append(agent.td_target(next_features, batch.reward, batch.discount, step=10_000))
+    assert torch.equal(targets[0], targets[1])  # a bf16 target critic rounded these to multiples of 1/8
+    losses = []
+    for agent in (fp32, bf16):
+        torch.manual_seed(0)
+        losses.append(agent.update(batch, step=10_000)["critic_loss"].item())
+    # what is left is the encoder's bf16 rounding: the loss agrees to 1e-3 (a bf16 critic was 2.5% off)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
 
 
 @pytest.mark.parametrize(
