@@ -5,7 +5,8 @@
     python bench/bf16_learning.py --plot bf16.png         # also draw every run's evaluations
     python bench/bf16_learning.py --seeds 1 2 --frames 20000 --extra obs_type=states aug=none
 
-Each (precision, seed) run trains into ``bench_runs/bf16/<precision>/seed<k>`` (re-running resumes or skips
+Each (precision, seed) run trains into ``bench_runs/bf16/<precision>/seed<k>``, its output in ``seed<k>.log``
+beside it (re-running resumes or skips
 finished runs) with the monitor off, then one table prints every evaluation's return per run, the
 mean ± standard deviation over seeds at each evaluation per precision, and the mean final return.
 With ``--jobs N`` the runs go N at a time (fp32 and bf16 of a seed side by side, so a pair shares the
@@ -58,9 +59,15 @@ def main() -> None:
         bf16 = "true" if precision == "bf16" else "false"
         command = [sys.executable, str(ROOT / "train.py"), *BASE, *threads, *args.extra,
                    f"num_train_frames={args.frames}", f"seed={seed}", f"bf16={bf16}", f"run_dir={run_dir}"]  # fmt: skip
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        # Output to a file, not a pipe: a run outlives a stopped bench (and checkpoints on SIGTERM) instead of
+        # dying at its next print, and its log stays beside it.
+        log = run_dir.parent / f"seed{seed}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as out:
+            done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         if done.returncode != 0:
-            raise RuntimeError(f"{precision} seed {seed} failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+            tail = log.read_text()[-2000:]
+            raise RuntimeError(f"{precision} seed {seed} failed (rc {done.returncode}; log {log}):\n{tail}")
         returns = eval_returns(run_dir)
         print(f"{precision} seed {seed}: " + "  ".join(f"{v:.0f}" for _, v in sorted(returns.items())), flush=True)
         return returns
@@ -76,7 +83,8 @@ def main() -> None:
     print("\nframe    " + "  ".join(f"{p}/s{s}" for p, s in order) + "   " + means)
     for frame in frames:
         cells = "  ".join(f"{results[key].get(frame, float('nan')):>7.0f}" for key in order)
-        stats = "  ".join(mean_sd([results[p, s][frame] for s in args.seeds]) for p in args.precisions)
+        stats = "  ".join(mean_sd([results[p, s][frame] for s in args.seeds if frame in results[p, s]])
+                          for p in args.precisions)  # fmt: skip
         print(f"{frame:<8} {cells}   {stats}")
     for precision in args.precisions:
         finals = [results[precision, s][frames[-1]] for s in args.seeds]
@@ -111,6 +119,8 @@ def plot(results: dict[tuple[str, int], dict[int, float]], path: Path) -> None:
 
 
 def mean_sd(values: list[float]) -> str:
+    if not values:
+        return f"{'—':>6} {'':<5}"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):>6.0f}±{sd:<5.0f}"
 
