@@ -6,9 +6,9 @@
     python bench/bf16_learning.py --seeds 1 2 --frames 20000 --extra obs_type=states aug=none
 
 Each (precision, seed) run trains into ``bench_runs/bf16/<precision>/seed<k>``, its output in ``seed<k>.log``
-beside it (re-running resumes or skips
-finished runs) with the monitor off, then one table prints every evaluation's return per run, the
-mean ± standard deviation over seeds at each evaluation per precision, and the mean final return.
+beside it (re-running resumes or skips finished runs), with the monitor off. Then one table prints every
+evaluation's return per run, the mean ± standard deviation over seeds at each evaluation per precision,
+and the mean final return.
 With ``--jobs N`` the runs go N at a time (fp32 and bf16 of a seed side by side, so a pair shares the
 same load), each with ``num_threads = cores // N``. Worth running only where bf16 is fast: a CPU with
 AVX-512 BF16 / AMX (``grep -o 'avx512_bf16\\|amx_bf16' /proc/cpuinfo``) or a GPU; elsewhere bf16 is
